@@ -1,0 +1,56 @@
+"""The REST gateway: FastAPI routes that translate /api calls to gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gateway.errors import ErrorBody, install_error_handlers
+from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from gateway.routers import auth, health
+from gateway.upstream import Upstream
+from libs.config import Settings
+from libs.runtime import Runtime
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 429, 503, 504)
+}
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(settings, "gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        yield
+        await runtime.stop()
+
+    app = FastAPI(
+        title="OmniHub API",
+        version="1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.show_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.show_docs else None,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.settings = settings
+    app.state.upstream = Upstream(runtime)
+    install_error_handlers(app)
+    for router in (health.router, auth.router, auth.admin_router):
+        app.include_router(router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.frontend_url],
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-Id", "Retry-After"],
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,193 @@
+"""/api/auth and /api/admin/login: accounts, sessions and tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response, status
+from google.protobuf.timestamp_pb2 import Timestamp
+from omnihub.auth.v1 import auth_pb2
+
+from gateway.deps import ClientDep, UpstreamDep, UserDep
+from gateway.schemas.auth import (
+    AdminLoginBody,
+    AdminLoginOut,
+    AdminOut,
+    GoogleBody,
+    LoginBody,
+    LogoutAllOut,
+    MeOut,
+    RefreshBody,
+    RegisterBody,
+    SessionOut,
+    SignedInOut,
+    SuccessOut,
+    TokenPairOut,
+    UserOut,
+)
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+admin_router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+def _datetime(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _token_pair(tokens: auth_pb2.TokenPair) -> dict[str, object]:
+    return {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_in": tokens.expires_in,
+        "refresh_expires_in": tokens.refresh_expires_in,
+    }
+
+
+def _user(user: auth_pb2.User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        nickname=user.nickname,
+        avatar_url=user.avatar_url or None,
+        credits=0,
+        created_at=_datetime(user.created_at),
+    )
+
+
+def _signed_in(tokens: auth_pb2.TokenPair, user: auth_pb2.User) -> SignedInOut:
+    return SignedInOut(**_token_pair(tokens), user=_user(user))
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register(
+    body: RegisterBody, client: ClientDep, upstream: UpstreamDep
+) -> SignedInOut:
+    """Create an e-mail account and sign it in."""
+    reply = await upstream.call(
+        upstream.auth.Register,
+        auth_pb2.RegisterRequest(
+            email=body.email, password=body.password, name=body.name, client=client
+        ),
+    )
+    return _signed_in(reply.tokens, reply.user)
+
+
+@router.post("/login")
+async def login(
+    body: LoginBody, client: ClientDep, upstream: UpstreamDep
+) -> SignedInOut:
+    """Sign in with e-mail and password."""
+    reply = await upstream.call(
+        upstream.auth.Login,
+        auth_pb2.LoginRequest(email=body.email, password=body.password, client=client),
+    )
+    return _signed_in(reply.tokens, reply.user)
+
+
+@router.post("/google")
+async def google(
+    body: GoogleBody, client: ClientDep, upstream: UpstreamDep
+) -> SignedInOut:
+    """Sign in with a Google Identity Services ID token."""
+    reply = await upstream.call(
+        upstream.auth.GoogleSignIn,
+        auth_pb2.GoogleSignInRequest(credential=body.credential, client=client),
+    )
+    return _signed_in(reply.tokens, reply.user)
+
+
+@router.post("/refresh")
+async def refresh(
+    body: RefreshBody, client: ClientDep, upstream: UpstreamDep
+) -> TokenPairOut:
+    """Exchange a refresh token for a new pair; the old one stops working."""
+    reply = await upstream.call(
+        upstream.auth.Refresh,
+        auth_pb2.RefreshRequest(refresh_token=body.refresh_token, client=client),
+    )
+    return TokenPairOut(**_token_pair(reply.tokens))
+
+
+@router.post("/logout")
+async def logout(body: RefreshBody, upstream: UpstreamDep) -> SuccessOut:
+    """End the session of a refresh token (always succeeds)."""
+    await upstream.call(
+        upstream.auth.Logout, auth_pb2.LogoutRequest(refresh_token=body.refresh_token)
+    )
+    return SuccessOut(message="Logged out successfully")
+
+
+@router.post("/logout-all")
+async def logout_all(user: UserDep, upstream: UpstreamDep) -> LogoutAllOut:
+    """End every session of the caller, this one included."""
+    reply = await upstream.call(
+        upstream.auth.LogoutAll, auth_pb2.LogoutAllRequest(), user.authorization
+    )
+    return LogoutAllOut(
+        message="Logged out from all devices successfully",
+        revoked_sessions=reply.revoked_sessions,
+    )
+
+
+@router.get("/sessions")
+async def sessions(user: UserDep, upstream: UpstreamDep) -> list[SessionOut]:
+    """The caller's active sessions, newest first."""
+    reply = await upstream.call(
+        upstream.auth.ListSessions, auth_pb2.ListSessionsRequest(), user.authorization
+    )
+    return [
+        SessionOut(
+            id=s.id,
+            created_at=_datetime(s.created_at),
+            expires_at=_datetime(s.expires_at),
+            last_used_at=_datetime(s.last_used_at),
+            user_agent=s.user_agent or None,
+            ip_address=s.ip_address or None,
+            current=s.current,
+        )
+        for s in reply.sessions
+    ]
+
+
+@router.delete("/sessions/{session_id}")
+async def revoke_session(
+    session_id: str, user: UserDep, upstream: UpstreamDep
+) -> SuccessOut:
+    """End one of the caller's sessions; 404 if it is not theirs or not live."""
+    await upstream.call(
+        upstream.auth.RevokeSession,
+        auth_pb2.RevokeSessionRequest(session_id=session_id[:64]),
+        user.authorization,
+    )
+    return SuccessOut(message="Session revoked successfully")
+
+
+@router.get("/me")
+async def me(user: UserDep, upstream: UpstreamDep, response: Response) -> MeOut:
+    """The signed-in user."""
+    reply = await upstream.call(
+        upstream.auth.GetMe, auth_pb2.GetMeRequest(), user.authorization
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return MeOut(
+        **_user(reply.user).model_dump(), workspaces=[], default_workspace=None
+    )
+
+
+@admin_router.post("/login")
+async def admin_login(
+    body: AdminLoginBody, client: ClientDep, upstream: UpstreamDep
+) -> AdminLoginOut:
+    """Operator sign-in. The token works on /api/admin routes only."""
+    reply = await upstream.call(
+        upstream.auth.AdminLogin,
+        auth_pb2.AdminLoginRequest(
+            username=body.username, password=body.password, client=client
+        ),
+    )
+    return AdminLoginOut(
+        token=reply.access_token,
+        expires_in=reply.expires_in,
+        admin=AdminOut(id=reply.admin.id, username=reply.admin.username),
+    )

@@ -1,0 +1,192 @@
+"""Settings shared by every OmniHub process, read from the environment.
+
+One class, so that an operator sees every variable in one place; each process
+reads only the fields it needs. Durations accept `900`, `900s`, `15m`, `2h` or
+`7d`; a bare number means seconds (the original read it as milliseconds).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int:
+    """Return a duration in whole seconds."""
+    if isinstance(value, int):
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 900, 15m, 2h, 7d)")
+    amount, unit = match.groups()
+    return int(amount) * _UNIT_SECONDS[unit or "s"]
+
+
+Seconds = Annotated[int, BeforeValidator(parse_duration)]
+
+
+class RateLimit:
+    """`10/60s`: at most 10 events in any 60-second window (burst 10)."""
+
+    def __init__(self, count: int, period_seconds: int) -> None:
+        self.count = count
+        self.period_seconds = period_seconds
+
+    @classmethod
+    def parse(cls, value: object) -> RateLimit:
+        if isinstance(value, RateLimit):
+            return value
+        count, _, period = str(value).partition("/")
+        return cls(int(count), parse_duration(period or "60s"))
+
+    @property
+    def interval_seconds(self) -> float:
+        return self.period_seconds / self.count
+
+
+def _split_networks(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        arbitrary_types_allowed=True,
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+
+    # HTTP gateway
+    port: int = 3001
+    frontend_url: str = "http://localhost:3000"
+    docs_enabled: bool | None = None
+    max_body_bytes: int = 25 * 1024 * 1024
+    trusted_proxies: Annotated[
+        list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        NoDecode,
+        BeforeValidator(_split_networks),
+    ] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
+
+    # Tokens
+    jwt_secret: SecretStr | None = None
+    access_token_expiry: Seconds = 900
+    refresh_token_expiry: Seconds = 7 * 86400
+    refresh_reuse_grace: Seconds = 10
+    admin_token_expiry: Seconds = 8 * 3600
+    internal_token_expiry: Seconds = 300
+    revocation_poll_interval: float = 0.5
+
+    # Accounts
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    auth_rate_limit_account: Annotated[RateLimit, NoDecode] = RateLimit(10, 60)
+    auth_rate_limit_address: Annotated[RateLimit, NoDecode] = RateLimit(30, 60)
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+
+    # Database
+    database_url: str | None = None
+    database_ssl: Literal["disable", "require", "verify-full"] = "disable"
+    database_ca_cert: str | None = None
+    database_pool_size: int = 10
+    database_max_overflow: int = 10
+
+    # gRPC
+    rpc_timeout: float = 10.0
+    rpc_max_timeout: float = 60.0
+    grpc_max_message_bytes: int = 32 * 1024 * 1024
+    grpc_listen_host: str = "[::]"
+    auth_address: str = "localhost:50051"
+    catalog_address: str = "localhost:50052"
+    generation_address: str = "localhost:50053"
+    chat_address: str = "localhost:50054"
+    workspace_address: str = "localhost:50055"
+    billing_address: str = "localhost:50056"
+    admin_address: str = "localhost:50057"
+
+    # Providers
+    fal_key: SecretStr | None = None
+    openrouter_api_key: SecretStr | None = None
+
+    @field_validator(
+        "auth_rate_limit_account", "auth_rate_limit_address", mode="before"
+    )
+    @classmethod
+    def _parse_rate_limit(cls, value: object) -> RateLimit:
+        return RateLimit.parse(value)
+
+    @field_validator("database_ssl", mode="before")
+    @classmethod
+    def _parse_ssl(cls, value: object) -> object:
+        """Accept the original's true/false as well as libpq-style modes."""
+        text = str(value).strip().lower()
+        if text in {"true", "1", "yes", "on"}:
+            return "verify-full"
+        if text in {"false", "0", "no", "off", ""}:
+            return "disable"
+        return text
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def show_docs(self) -> bool:
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return not self.is_production
+
+    def address_of(self, service: str) -> str:
+        return str(getattr(self, f"{service}_address"))
+
+    def signing_secret(self) -> str:
+        """The JWT secret. Production refuses to run without one; elsewhere a
+        random secret is made for this process, which other processes will
+        not share (so `make run` always passes one in)."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            secret = self.jwt_secret.get_secret_value()
+            if self.is_production and len(secret) < 32:
+                raise RuntimeError("JWT_SECRET must be at least 32 characters")
+            return secret
+        if self.is_production:
+            raise RuntimeError("JWT_SECRET is required in production")
+        generated = secrets.token_urlsafe(48)
+        self.jwt_secret = SecretStr(generated)
+        _warn_generated_secret()
+        return generated
+
+
+def _warn_generated_secret() -> None:
+    from libs.logs import get_logger
+
+    get_logger(__name__).warning(
+        "jwt_secret.generated",
+        hint="JWT_SECRET is unset; tokens signed by this process are not "
+        "accepted by any other process. Set JWT_SECRET to share one.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,100 @@
+"""PostgreSQL access: one async engine per service, bound to its own schema,
+and Alembic migrations whose version table lives inside that schema."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from libs.config import Settings
+
+
+def async_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// URLs."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(
+        hide_password=False
+    )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | bool:
+    if settings.database_ssl == "disable":
+        return False
+    context = ssl.create_default_context(cafile=settings.database_ca_cert)
+    if settings.database_ssl == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def create_engine(
+    settings: Settings, schema: str, url: str | None = None
+) -> AsyncEngine:
+    database_url = url or settings.database_url
+    if not database_url:
+        raise RuntimeError("DATABASE_URL is not set")
+    return create_async_engine(
+        async_url(database_url),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=True,
+        connect_args={
+            "ssl": _ssl_context(settings),
+            "server_settings": {
+                "search_path": schema,
+                "application_name": f"omnihub-{schema}",
+            },
+        },
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(migrations_dir: Path, schema: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["schema"] = schema
+    return config
+
+
+async def migrate(engine: AsyncEngine, migrations_dir: Path, schema: str) -> None:
+    """Bring `schema` to the newest revision. Safe to run from several
+    processes at once: an advisory lock serialises them."""
+    async with engine.connect() as connection:
+        await connection.execute(
+            text("SELECT pg_advisory_lock(hashtext(:s))"), {"s": schema}
+        )
+        try:
+            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await connection.commit()
+            await connection.run_sync(_upgrade, migrations_dir, schema)
+            await connection.commit()
+        finally:
+            await connection.execute(
+                text("SELECT pg_advisory_unlock(hashtext(:s))"), {"s": schema}
+            )
+            await connection.commit()
+
+
+def _upgrade(connection: object, migrations_dir: Path, schema: str) -> None:
+    config = alembic_config(migrations_dir, schema)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def ping(connection: AsyncConnection) -> None:
+    await connection.execute(text("SELECT 1"))

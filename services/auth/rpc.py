@@ -1,0 +1,237 @@
+"""gRPC servicer of the auth service: translates messages, opens the
+transaction, calls the service, and raises domain errors unchanged (the
+server interceptor maps them to statuses)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.grpc.identity import Access, current_caller
+from libs.grpc.server import ServiceDefinition
+from services.auth.models import Admin, Session, User
+from services.auth.service import AuthService, ClientInfo, IssuedTokens
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+ACCESS = {
+    "Register": Access.SERVICE,
+    "Login": Access.SERVICE,
+    "GoogleSignIn": Access.SERVICE,
+    "Refresh": Access.SERVICE,
+    "Logout": Access.SERVICE,
+    "AdminLogin": Access.SERVICE,
+    "ListRevokedSessions": Access.SERVICE,
+    "LogoutAll": Access.USER,
+    "ListSessions": Access.USER,
+    "RevokeSession": Access.USER,
+    "GetMe": Access.USER,
+}
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(
+        self, service: AuthService, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._service = service
+        self._sessions = sessions
+
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: Context
+    ) -> auth_pb2.RegisterResponse:
+        client = _client(request.client)
+        await self._throttle("register", address=client.ip_address)
+        async with self._sessions.begin() as db:
+            signed_in = await self._service.register(
+                db, request.email, request.password, request.name, client
+            )
+        return auth_pb2.RegisterResponse(
+            tokens=_token_pair(signed_in.tokens), user=_user(signed_in.user)
+        )
+
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
+        client = _client(request.client)
+        await self._throttle(
+            "login", address=client.ip_address, account=request.email.strip().lower()
+        )
+        async with self._sessions.begin() as db:
+            signed_in = await self._service.login(
+                db, request.email, request.password, client
+            )
+        return auth_pb2.LoginResponse(
+            tokens=_token_pair(signed_in.tokens), user=_user(signed_in.user)
+        )
+
+    async def GoogleSignIn(
+        self, request: auth_pb2.GoogleSignInRequest, context: Context
+    ) -> auth_pb2.GoogleSignInResponse:
+        client = _client(request.client)
+        await self._throttle("google", address=client.ip_address)
+        async with self._sessions.begin() as db:
+            signed_in = await self._service.google_sign_in(
+                db, request.credential, client
+            )
+        return auth_pb2.GoogleSignInResponse(
+            tokens=_token_pair(signed_in.tokens),
+            user=_user(signed_in.user),
+            created=signed_in.created,
+        )
+
+    async def Refresh(
+        self, request: auth_pb2.RefreshRequest, context: Context
+    ) -> auth_pb2.RefreshResponse:
+        client = _client(request.client)
+        await self._throttle("refresh", address=client.ip_address)
+        async with self._sessions.begin() as db:
+            outcome = await self._service.refresh(db, request.refresh_token, client)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.tokens is not None
+        return auth_pb2.RefreshResponse(tokens=_token_pair(outcome.tokens))
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
+        async with self._sessions.begin() as db:
+            await self._service.logout(db, request.refresh_token)
+        return auth_pb2.LogoutResponse()
+
+    async def LogoutAll(
+        self, request: auth_pb2.LogoutAllRequest, context: Context
+    ) -> auth_pb2.LogoutAllResponse:
+        async with self._sessions.begin() as db:
+            count = await self._service.logout_all(db, current_caller().user_id)
+        return auth_pb2.LogoutAllResponse(revoked_sessions=count)
+
+    async def ListSessions(
+        self, request: auth_pb2.ListSessionsRequest, context: Context
+    ) -> auth_pb2.ListSessionsResponse:
+        caller = current_caller()
+        async with self._sessions() as db:
+            sessions = await self._service.list_sessions(db, caller.user_id)
+        return auth_pb2.ListSessionsResponse(
+            sessions=[_session(s, caller.session_id) for s in sessions]
+        )
+
+    async def RevokeSession(
+        self, request: auth_pb2.RevokeSessionRequest, context: Context
+    ) -> auth_pb2.RevokeSessionResponse:
+        async with self._sessions.begin() as db:
+            await self._service.revoke_session(
+                db, current_caller().user_id, request.session_id
+            )
+        return auth_pb2.RevokeSessionResponse()
+
+    async def GetMe(
+        self, request: auth_pb2.GetMeRequest, context: Context
+    ) -> auth_pb2.GetMeResponse:
+        async with self._sessions() as db:
+            user = await self._service.me(db, current_caller().user_id)
+        return auth_pb2.GetMeResponse(user=_user(user))
+
+    async def AdminLogin(
+        self, request: auth_pb2.AdminLoginRequest, context: Context
+    ) -> auth_pb2.AdminLoginResponse:
+        client = _client(request.client)
+        await self._throttle(
+            "admin-login",
+            address=client.ip_address,
+            account=request.username.strip().lower(),
+        )
+        async with self._sessions.begin() as db:
+            signed_in = await self._service.admin_login(
+                db, request.username, request.password, client
+            )
+        return auth_pb2.AdminLoginResponse(
+            access_token=signed_in.access_token,
+            expires_in=signed_in.expires_in,
+            admin=_admin(signed_in.admin),
+            session_id=str(signed_in.session_id),
+        )
+
+    async def ListRevokedSessions(
+        self,
+        request: auth_pb2.ListRevokedSessionsRequest,
+        context: Context,
+    ) -> auth_pb2.ListRevokedSessionsResponse:
+        since = (
+            request.revoked_after.ToDatetime(tzinfo=UTC)
+            if request.HasField("revoked_after")
+            else None
+        )
+        async with self._sessions() as db:
+            session_ids, as_of = await self._service.revoked_since(db, since)
+        return auth_pb2.ListRevokedSessionsResponse(
+            session_ids=[str(s) for s in session_ids], as_of=_timestamp(as_of)
+        )
+
+    async def _throttle(self, action: str, **subjects: str | None) -> None:
+        async with self._sessions.begin() as db:
+            await self._service.throttle(db, action, **subjects)
+
+
+def definition(servicer: AuthServicer) -> ServiceDefinition:
+    return ServiceDefinition(
+        full_name=auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+        servicer=servicer,
+        register=auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        access=ACCESS,
+    )
+
+
+def _client(message: auth_pb2.ClientInfo) -> ClientInfo:
+    return ClientInfo(
+        ip_address=message.ip_address[:64] or None,
+        user_agent=message.user_agent[:512] or None,
+    )
+
+
+def _timestamp(value: object) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    return stamp
+
+
+def _token_pair(tokens: IssuedTokens) -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+        refresh_expires_in=tokens.refresh_expires_in,
+        session_id=str(tokens.session_id),
+    )
+
+
+def _user(user: User) -> auth_pb2.User:
+    return auth_pb2.User(
+        id=str(user.id),
+        email=user.email,
+        name=user.name,
+        nickname=user.nickname,
+        avatar_url=user.avatar_url or "",
+        auth_provider=user.auth_provider,
+        created_at=_timestamp(user.created_at),
+    )
+
+
+def _session(session: Session, current_session_id: str | None) -> auth_pb2.Session:
+    return auth_pb2.Session(
+        id=str(session.id),
+        created_at=_timestamp(session.created_at),
+        expires_at=_timestamp(session.expires_at),
+        last_used_at=_timestamp(session.last_used_at),
+        user_agent=session.user_agent or "",
+        ip_address=session.ip_address or "",
+        current=str(session.id) == current_session_id,
+    )
+
+
+def _admin(admin: Admin) -> auth_pb2.Admin:
+    return auth_pb2.Admin(id=str(admin.id), username=admin.username)

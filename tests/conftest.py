@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from libs.config import Settings
+from libs.logs import configure_logging
+from services.auth.main import AuthProcess
+from tests import database
+from tests.fakes.google import FakeGoogle
+from tests.suite import ServedApp, run_gateway, run_service, suite_settings
+
+
+@pytest.fixture(scope="session")
+def database_server() -> Iterator[str]:
+    with database.server_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(database_server: str) -> AsyncIterator[str]:
+    url = await database.create_database(database_server)
+    yield url
+    await database.drop_database(database_server, url)
+
+
+@pytest.fixture(scope="session")
+async def google() -> AsyncIterator[FakeGoogle]:
+    fake = FakeGoogle(client_id="omnihub-test.apps.googleusercontent.com")
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, google: FakeGoogle) -> Settings:
+    settings = suite_settings(
+        database_url,
+        google_client_id=google.client_id,
+        google_certs_url=google.certs_url,
+    )
+    configure_logging(settings, "tests")
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def auth_service(settings: Settings) -> AsyncIterator[AuthProcess]:
+    process = AuthProcess()
+    running = await run_service(process, settings)
+    yield process
+    await running.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    settings: Settings, auth_service: AuthProcess
+) -> AsyncIterator[ServedApp]:
+    running = await run_gateway(settings)
+    yield running
+    await running.stop()
