@@ -5,7 +5,7 @@ server interceptor maps them to statuses)."""
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,7 +17,8 @@ from libs.grpc.server import ServiceDefinition
 from services.auth.models import Admin, Session, User
 from services.auth.service import AuthService, ClientInfo, IssuedTokens
 
-Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
 
 ACCESS = {
     "Register": Access.SERVICE,
