@@ -101,6 +101,11 @@ class EmailTaken(Conflict):
     default_message = "An account with this e-mail already exists."
 
 
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    default_message = "This idempotency key was already used for a different request."
+
+
 class FailedPrecondition(DomainError):
     code = "failed_precondition"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
@@ -113,6 +118,13 @@ class InsufficientCredits(DomainError):
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
     http_status = HTTPStatus.PAYMENT_REQUIRED
     default_message = "You do not have enough credits for this."
+
+
+class PaymentFailed(DomainError):
+    code = "payment_failed"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = HTTPStatus.BAD_REQUEST
+    default_message = "The payment could not be verified."
 
 
 class RateLimited(DomainError):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.billing.v1 import billing_pb2 as omnihub_dot_billing_dot_v1_dot_billing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,14 @@ if _version_not_supported:
 
 
 class BillingServiceStub:
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
 
     def __init__(self, channel):
@@ -35,16 +42,294 @@ class BillingServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetBalance = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GetBalance',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
+                _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Grant',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.FromString,
+                _registered_method=True)
+        self.GrantSignupCredits = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GrantSignupCredits',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsResponse.FromString,
+                _registered_method=True)
+        self.Hold = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Hold',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldResponse.FromString,
+                _registered_method=True)
+        self.Capture = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Capture',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Release',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
+        self.Refund = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Refund',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundResponse.FromString,
+                _registered_method=True)
+        self.Transfer = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Transfer',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.Adjust = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/Adjust',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustResponse.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/ListTransactions',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsResponse.FromString,
+                _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/ListPlans',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.CreateOrder = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/CreateOrder',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderResponse.FromString,
+                _registered_method=True)
+        self.VerifyPayment = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/VerifyPayment',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentResponse.FromString,
+                _registered_method=True)
+        self.HandleWebhook = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/HandleWebhook',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListPayments = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/ListPayments',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsResponse.FromString,
+                _registered_method=True)
+        self.GetCheckoutConfig = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GetCheckoutConfig',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
+
+    def GetBalance(self, request, context):
+        """The balance of an account. Users may read their own; services any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Grant(self, request, context):
+        """Adds credits out of the platform (sign-up, promotions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantSignupCredits(self, request, context):
+        """Grants a new user the configured free credits, once per user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Hold(self, request, context):
+        """Reserves credits for work that has not finished yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Capture(self, request, context):
+        """Charges a hold (its amount or less) and returns the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Returns a whole hold to its account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refund(self, request, context):
+        """Gives back credits that were charged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Transfer(self, request, context):
+        """Moves credits between two accounts atomically (user <-> workspace pool).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Adjust(self, request, context):
+        """An operator's correction, up or down, with a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Ledger entries of an account, newest first, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlans(self, request, context):
+        """Subscription plans, in display order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOrder(self, request, context):
+        """Creates a payment-provider order for a plan or a credit purchase.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyPayment(self, request, context):
+        """Checks the checkout signature of the caller's own order and grants once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleWebhook(self, request, context):
+        """Handles a signed provider webhook delivered to the gateway.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPayments(self, request, context):
+        """The caller's payments, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckoutConfig(self, request, context):
+        """The public checkout key (Razorpay key id), if payments are configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalance,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.SerializeToString,
+            ),
+            'GrantSignupCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantSignupCredits,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsResponse.SerializeToString,
+            ),
+            'Hold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hold,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldResponse.SerializeToString,
+            ),
+            'Capture': grpc.unary_unary_rpc_method_handler(
+                    servicer.Capture,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Refund': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refund,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundResponse.SerializeToString,
+            ),
+            'Transfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transfer,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferResponse.SerializeToString,
+            ),
+            'Adjust': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adjust,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustResponse.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'CreateOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOrder,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderResponse.SerializeToString,
+            ),
+            'VerifyPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPayment,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentResponse.SerializeToString,
+            ),
+            'HandleWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleWebhook,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.SerializeToString,
+            ),
+            'ListPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayments,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'GetCheckoutConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckoutConfig,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.billing.v1.BillingService', rpc_method_handlers)
@@ -54,6 +339,444 @@ def add_BillingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BillingService:
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
+
+    @staticmethod
+    def GetBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GetBalance',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Grant',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantSignupCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GrantSignupCredits',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GrantSignupCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Hold',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.HoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Capture(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Capture',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.CaptureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Release',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Refund',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.RefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Transfer',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adjust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/Adjust',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.AdjustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/ListTransactions',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/ListPlans',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/CreateOrder',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.CreateOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/VerifyPayment',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.VerifyPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/HandleWebhook',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.HandleWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/ListPayments',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckoutConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GetCheckoutConfig',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.billing.v1 import billing_pb2 as _billing_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,236 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class BillingServiceStub:
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BillingServiceAsyncStub: ...
+    GetBalance: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBalanceRequest, _billing_pb2.GetBalanceResponse]
+    """The balance of an account. Users may read their own; services any."""
+    Grant: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GrantRequest, _billing_pb2.GrantResponse]
+    """Adds credits out of the platform (sign-up, promotions)."""
+    GrantSignupCredits: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GrantSignupCreditsRequest, _billing_pb2.GrantSignupCreditsResponse]
+    """Grants a new user the configured free credits, once per user."""
+    Hold: _grpc.UnaryUnaryMultiCallable[_billing_pb2.HoldRequest, _billing_pb2.HoldResponse]
+    """Reserves credits for work that has not finished yet."""
+    Capture: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CaptureRequest, _billing_pb2.CaptureResponse]
+    """Charges a hold (its amount or less) and returns the rest."""
+    Release: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ReleaseRequest, _billing_pb2.ReleaseResponse]
+    """Returns a whole hold to its account."""
+    Refund: _grpc.UnaryUnaryMultiCallable[_billing_pb2.RefundRequest, _billing_pb2.RefundResponse]
+    """Gives back credits that were charged."""
+    Transfer: _grpc.UnaryUnaryMultiCallable[_billing_pb2.TransferRequest, _billing_pb2.TransferResponse]
+    """Moves credits between two accounts atomically (user <-> workspace pool)."""
+    Adjust: _grpc.UnaryUnaryMultiCallable[_billing_pb2.AdjustRequest, _billing_pb2.AdjustResponse]
+    """An operator's correction, up or down, with a reason."""
+    ListTransactions: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListTransactionsRequest, _billing_pb2.ListTransactionsResponse]
+    """Ledger entries of an account, newest first, cursor-paginated."""
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListPlansRequest, _billing_pb2.ListPlansResponse]
+    """Subscription plans, in display order."""
+    CreateOrder: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateOrderRequest, _billing_pb2.CreateOrderResponse]
+    """Creates a payment-provider order for a plan or a credit purchase."""
+    VerifyPayment: _grpc.UnaryUnaryMultiCallable[_billing_pb2.VerifyPaymentRequest, _billing_pb2.VerifyPaymentResponse]
+    """Checks the checkout signature of the caller's own order and grants once."""
+    HandleWebhook: _grpc.UnaryUnaryMultiCallable[_billing_pb2.HandleWebhookRequest, _billing_pb2.HandleWebhookResponse]
+    """Handles a signed provider webhook delivered to the gateway."""
+    ListPayments: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListPaymentsRequest, _billing_pb2.ListPaymentsResponse]
+    """The caller's payments, newest first."""
+    GetCheckoutConfig: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetCheckoutConfigRequest, _billing_pb2.GetCheckoutConfigResponse]
+    """The public checkout key (Razorpay key id), if payments are configured."""
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    GetBalance: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBalanceRequest, _billing_pb2.GetBalanceResponse]  # type: ignore[assignment]
+    """The balance of an account. Users may read their own; services any."""
+    Grant: _aio.UnaryUnaryMultiCallable[_billing_pb2.GrantRequest, _billing_pb2.GrantResponse]  # type: ignore[assignment]
+    """Adds credits out of the platform (sign-up, promotions)."""
+    GrantSignupCredits: _aio.UnaryUnaryMultiCallable[_billing_pb2.GrantSignupCreditsRequest, _billing_pb2.GrantSignupCreditsResponse]  # type: ignore[assignment]
+    """Grants a new user the configured free credits, once per user."""
+    Hold: _aio.UnaryUnaryMultiCallable[_billing_pb2.HoldRequest, _billing_pb2.HoldResponse]  # type: ignore[assignment]
+    """Reserves credits for work that has not finished yet."""
+    Capture: _aio.UnaryUnaryMultiCallable[_billing_pb2.CaptureRequest, _billing_pb2.CaptureResponse]  # type: ignore[assignment]
+    """Charges a hold (its amount or less) and returns the rest."""
+    Release: _aio.UnaryUnaryMultiCallable[_billing_pb2.ReleaseRequest, _billing_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Returns a whole hold to its account."""
+    Refund: _aio.UnaryUnaryMultiCallable[_billing_pb2.RefundRequest, _billing_pb2.RefundResponse]  # type: ignore[assignment]
+    """Gives back credits that were charged."""
+    Transfer: _aio.UnaryUnaryMultiCallable[_billing_pb2.TransferRequest, _billing_pb2.TransferResponse]  # type: ignore[assignment]
+    """Moves credits between two accounts atomically (user <-> workspace pool)."""
+    Adjust: _aio.UnaryUnaryMultiCallable[_billing_pb2.AdjustRequest, _billing_pb2.AdjustResponse]  # type: ignore[assignment]
+    """An operator's correction, up or down, with a reason."""
+    ListTransactions: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListTransactionsRequest, _billing_pb2.ListTransactionsResponse]  # type: ignore[assignment]
+    """Ledger entries of an account, newest first, cursor-paginated."""
+    ListPlans: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListPlansRequest, _billing_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """Subscription plans, in display order."""
+    CreateOrder: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateOrderRequest, _billing_pb2.CreateOrderResponse]  # type: ignore[assignment]
+    """Creates a payment-provider order for a plan or a credit purchase."""
+    VerifyPayment: _aio.UnaryUnaryMultiCallable[_billing_pb2.VerifyPaymentRequest, _billing_pb2.VerifyPaymentResponse]  # type: ignore[assignment]
+    """Checks the checkout signature of the caller's own order and grants once."""
+    HandleWebhook: _aio.UnaryUnaryMultiCallable[_billing_pb2.HandleWebhookRequest, _billing_pb2.HandleWebhookResponse]  # type: ignore[assignment]
+    """Handles a signed provider webhook delivered to the gateway."""
+    ListPayments: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListPaymentsRequest, _billing_pb2.ListPaymentsResponse]  # type: ignore[assignment]
+    """The caller's payments, newest first."""
+    GetCheckoutConfig: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetCheckoutConfigRequest, _billing_pb2.GetCheckoutConfigResponse]  # type: ignore[assignment]
+    """The public checkout key (Razorpay key id), if payments are configured."""
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The billing service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Credits: accounts, an append-only ledger, holds, payments and plans.
+
+    Amounts are integer micro-credits (1 credit = 1,000,000). Every call that
+    moves money carries an idempotency key: the same key returns the first
+    result, and the same key with different parameters fails with
+    ALREADY_EXISTS (code idempotency_key_reused). A balance never goes below
+    zero; a debit that does not fit fails with FAILED_PRECONDITION (code
+    insufficient_credits) and changes nothing.
     """
 
-    ...
+    @_abc_1.abstractmethod
+    def GetBalance(
+        self,
+        request: _billing_pb2.GetBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetBalanceResponse, _abc.Awaitable[_billing_pb2.GetBalanceResponse]]:
+        """The balance of an account. Users may read their own; services any."""
+
+    @_abc_1.abstractmethod
+    def Grant(
+        self,
+        request: _billing_pb2.GrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GrantResponse, _abc.Awaitable[_billing_pb2.GrantResponse]]:
+        """Adds credits out of the platform (sign-up, promotions)."""
+
+    @_abc_1.abstractmethod
+    def GrantSignupCredits(
+        self,
+        request: _billing_pb2.GrantSignupCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GrantSignupCreditsResponse, _abc.Awaitable[_billing_pb2.GrantSignupCreditsResponse]]:
+        """Grants a new user the configured free credits, once per user."""
+
+    @_abc_1.abstractmethod
+    def Hold(
+        self,
+        request: _billing_pb2.HoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.HoldResponse, _abc.Awaitable[_billing_pb2.HoldResponse]]:
+        """Reserves credits for work that has not finished yet."""
+
+    @_abc_1.abstractmethod
+    def Capture(
+        self,
+        request: _billing_pb2.CaptureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.CaptureResponse, _abc.Awaitable[_billing_pb2.CaptureResponse]]:
+        """Charges a hold (its amount or less) and returns the rest."""
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _billing_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ReleaseResponse, _abc.Awaitable[_billing_pb2.ReleaseResponse]]:
+        """Returns a whole hold to its account."""
+
+    @_abc_1.abstractmethod
+    def Refund(
+        self,
+        request: _billing_pb2.RefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.RefundResponse, _abc.Awaitable[_billing_pb2.RefundResponse]]:
+        """Gives back credits that were charged."""
+
+    @_abc_1.abstractmethod
+    def Transfer(
+        self,
+        request: _billing_pb2.TransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.TransferResponse, _abc.Awaitable[_billing_pb2.TransferResponse]]:
+        """Moves credits between two accounts atomically (user <-> workspace pool)."""
+
+    @_abc_1.abstractmethod
+    def Adjust(
+        self,
+        request: _billing_pb2.AdjustRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.AdjustResponse, _abc.Awaitable[_billing_pb2.AdjustResponse]]:
+        """An operator's correction, up or down, with a reason."""
+
+    @_abc_1.abstractmethod
+    def ListTransactions(
+        self,
+        request: _billing_pb2.ListTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListTransactionsResponse, _abc.Awaitable[_billing_pb2.ListTransactionsResponse]]:
+        """Ledger entries of an account, newest first, cursor-paginated."""
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _billing_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListPlansResponse, _abc.Awaitable[_billing_pb2.ListPlansResponse]]:
+        """Subscription plans, in display order."""
+
+    @_abc_1.abstractmethod
+    def CreateOrder(
+        self,
+        request: _billing_pb2.CreateOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.CreateOrderResponse, _abc.Awaitable[_billing_pb2.CreateOrderResponse]]:
+        """Creates a payment-provider order for a plan or a credit purchase."""
+
+    @_abc_1.abstractmethod
+    def VerifyPayment(
+        self,
+        request: _billing_pb2.VerifyPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.VerifyPaymentResponse, _abc.Awaitable[_billing_pb2.VerifyPaymentResponse]]:
+        """Checks the checkout signature of the caller's own order and grants once."""
+
+    @_abc_1.abstractmethod
+    def HandleWebhook(
+        self,
+        request: _billing_pb2.HandleWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.HandleWebhookResponse, _abc.Awaitable[_billing_pb2.HandleWebhookResponse]]:
+        """Handles a signed provider webhook delivered to the gateway."""
+
+    @_abc_1.abstractmethod
+    def ListPayments(
+        self,
+        request: _billing_pb2.ListPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListPaymentsResponse, _abc.Awaitable[_billing_pb2.ListPaymentsResponse]]:
+        """The caller's payments, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetCheckoutConfig(
+        self,
+        request: _billing_pb2.GetCheckoutConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetCheckoutConfigResponse, _abc.Awaitable[_billing_pb2.GetCheckoutConfigResponse]]:
+        """The public checkout key (Razorpay key id), if payments are configured."""
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

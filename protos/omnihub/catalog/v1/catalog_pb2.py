@@ -22,15 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n omnihub/catalog/v1/catalog.proto\x12\x12omnihub.catalog.v12\x10\n\x0e\x43\x61talogServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n omnihub/catalog/v1/catalog.proto\x12\x12omnihub.catalog.v1\x1a\x1cgoogle/protobuf/struct.proto\"F\n\x0cOptionChoice\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x18\n\x10price_multiplier\x18\x03 \x01(\t\"\x9c\x01\n\x0bModelOption\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x03 \x01(\t\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x31\n\x07\x63hoices\x18\x05 \x03(\x0b\x32 .omnihub.catalog.v1.OptionChoice\"\x87\x05\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x15\n\rprovider_name\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x1e\n\x16text_to_image_endpoint\x18\x08 \x01(\t\x12\x1f\n\x17image_to_image_endpoint\x18\t \x01(\t\x12\x13\n\x0bimage_input\x18\n \x01(\t\x12\x18\n\x10max_input_images\x18\x0b \x01(\x05\x12\x18\n\x10image_param_name\x18\x0c \x01(\t\x12\x18\n\x10image_param_type\x18\r \x01(\t\x12\x13\n\x0bvideo_input\x18\x0e \x01(\t\x12\x18\n\x10max_wait_seconds\x18\x0f \x01(\x05\x12\x18\n\x10\x62\x61se_cost_micros\x18\x10 \x01(\x03\x12 \n\x18input_cost_micros_per_1k\x18\x11 \x01(\x03\x12!\n\x19output_cost_micros_per_1k\x18\x12 \x01(\x03\x12-\n\x0c\x63\x61pabilities\x18\x13 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x14 \x03(\t\x12\x15\n\rdisplay_order\x18\x15 \x01(\x05\x12\x0f\n\x07\x64oc_url\x18\x16 \x01(\t\x12\x11\n\tthumbnail\x18\x17 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x18 \x01(\x08\x12\x30\n\x07options\x18\x19 \x03(\x0b\x32\x1f.omnihub.catalog.v1.ModelOption\x12\x1c\n\x14\x64\x65\x66\x61ult_price_micros\x18\x1a \x01(\x03\"a\n\x11ListModelsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x18\n\x10include_disabled\x18\x03 \x01(\x08\x12\x12\n\nif_version\x18\x04 \x01(\t\"f\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.omnihub.catalog.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0cnot_modified\x18\x03 \x01(\x08\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x10GetModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.omnihub.catalog.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xa9\x01\n\x11QuotePriceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x43\n\x07options\x18\x02 \x03(\x0b\x32\x32.omnihub.catalog.v1.QuotePriceRequest.OptionsEntry\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x02\n\x12QuotePriceResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0cprice_micros\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x12\x18\n\x10\x62\x61se_cost_micros\x18\x04 \x01(\x03\x12\x12\n\nmultiplier\x18\x05 \x01(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x16\n\x0emargin_percent\x18\x07 \x01(\t\x12\x1b\n\x13\x63redit_price_micros\x18\x08 \x01(\x03\x12U\n\x10resolved_options\x18\t \x03(\x0b\x32;.omnihub.catalog.v1.QuotePriceResponse.ResolvedOptionsEntry\x12\x12\n\nmodel_type\x18\n \x01(\t\x1a\x36\n\x14ResolvedOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x10QuoteChatRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x15\n\routput_tokens\x18\x03 \x01(\x03\x12\x1c\n\x14provider_cost_micros\x18\x04 \x01(\x03\"^\n\x11QuoteChatResponse\x12\x14\n\x0cprice_micros\x18\x01 \x01(\x03\x12\x16\n\x0emargin_percent\x18\x02 \x01(\t\x12\x1b\n\x13\x63redit_price_micros\x18\x03 \x01(\x03\"\x9b\x01\n\x0fPricingSettings\x12\x15\n\rprofit_margin\x18\x01 \x01(\t\x12\x1b\n\x13profit_margin_image\x18\x02 \x01(\t\x12\x1b\n\x13profit_margin_video\x18\x03 \x01(\t\x12\x1a\n\x12profit_margin_chat\x18\x04 \x01(\t\x12\x1b\n\x13\x63redit_price_micros\x18\x05 \x01(\x03\"\x1b\n\x19GetPricingSettingsRequest\"S\n\x1aGetPricingSettingsResponse\x12\x35\n\x08settings\x18\x01 \x01(\x0b\x32#.omnihub.catalog.v1.PricingSettings\"d\n\x1cUpdatePricingSettingsRequest\x12\x35\n\x08settings\x18\x01 \x01(\x0b\x32#.omnihub.catalog.v1.PricingSettings\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"V\n\x1dUpdatePricingSettingsResponse\x12\x35\n\x08settings\x18\x01 \x01(\x0b\x32#.omnihub.catalog.v1.PricingSettings\"\xb6\x03\n\x0cModelChanges\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x65nabled\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x1d\n\x10\x62\x61se_cost_micros\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12%\n\x18input_cost_micros_per_1k\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12&\n\x19output_cost_micros_per_1k\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x1a\n\rdisplay_order\x18\x06 \x01(\x05H\x05\x88\x01\x01\x12\x16\n\tthumbnail\x18\x07 \x01(\tH\x06\x88\x01\x01\x12\x1d\n\x10max_wait_seconds\x18\x08 \x01(\x05H\x07\x88\x01\x01\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x14\n\x0creplace_tags\x18\n \x01(\x08\x42\x07\n\x05_nameB\n\n\x08_enabledB\x13\n\x11_base_cost_microsB\x1b\n\x19_input_cost_micros_per_1kB\x1c\n\x1a_output_cost_micros_per_1kB\x10\n\x0e_display_orderB\x0c\n\n_thumbnailB\x13\n\x11_max_wait_seconds\"b\n\x12UpdateModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x07\x63hanges\x18\x02 \x01(\x0b\x32 .omnihub.catalog.v1.ModelChanges\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"P\n\x13UpdateModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.omnihub.catalog.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t2\xe7\x05\n\x0e\x43\x61talogService\x12`\n\nListModels\x12%.omnihub.catalog.v1.ListModelsRequest\x1a&.omnihub.catalog.v1.ListModelsResponse\"\x03\x90\x02\x01\x12Z\n\x08GetModel\x12#.omnihub.catalog.v1.GetModelRequest\x1a$.omnihub.catalog.v1.GetModelResponse\"\x03\x90\x02\x01\x12`\n\nQuotePrice\x12%.omnihub.catalog.v1.QuotePriceRequest\x1a&.omnihub.catalog.v1.QuotePriceResponse\"\x03\x90\x02\x01\x12]\n\tQuoteChat\x12$.omnihub.catalog.v1.QuoteChatRequest\x1a%.omnihub.catalog.v1.QuoteChatResponse\"\x03\x90\x02\x01\x12x\n\x12GetPricingSettings\x12-.omnihub.catalog.v1.GetPricingSettingsRequest\x1a..omnihub.catalog.v1.GetPricingSettingsResponse\"\x03\x90\x02\x01\x12|\n\x15UpdatePricingSettings\x12\x30.omnihub.catalog.v1.UpdatePricingSettingsRequest\x1a\x31.omnihub.catalog.v1.UpdatePricingSettingsResponse\x12^\n\x0bUpdateModel\x12&.omnihub.catalog.v1.UpdateModelRequest\x1a\'.omnihub.catalog.v1.UpdateModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omnihub.catalog.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATALOGSERVICE']._serialized_start=56
-  _globals['_CATALOGSERVICE']._serialized_end=72
+  _globals['_QUOTEPRICEREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_QUOTEPRICEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_QUOTEPRICERESPONSE_RESOLVEDOPTIONSENTRY']._loaded_options = None
+  _globals['_QUOTEPRICERESPONSE_RESOLVEDOPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CATALOGSERVICE'].methods_by_name['ListModels']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
+  _globals['_CATALOGSERVICE'].methods_by_name['GetModel']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['GetModel']._serialized_options = b'\220\002\001'
+  _globals['_CATALOGSERVICE'].methods_by_name['QuotePrice']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['QuotePrice']._serialized_options = b'\220\002\001'
+  _globals['_CATALOGSERVICE'].methods_by_name['QuoteChat']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['QuoteChat']._serialized_options = b'\220\002\001'
+  _globals['_CATALOGSERVICE'].methods_by_name['GetPricingSettings']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['GetPricingSettings']._serialized_options = b'\220\002\001'
+  _globals['_OPTIONCHOICE']._serialized_start=86
+  _globals['_OPTIONCHOICE']._serialized_end=156
+  _globals['_MODELOPTION']._serialized_start=159
+  _globals['_MODELOPTION']._serialized_end=315
+  _globals['_MODEL']._serialized_start=318
+  _globals['_MODEL']._serialized_end=965
+  _globals['_LISTMODELSREQUEST']._serialized_start=967
+  _globals['_LISTMODELSREQUEST']._serialized_end=1064
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1066
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1168
+  _globals['_GETMODELREQUEST']._serialized_start=1170
+  _globals['_GETMODELREQUEST']._serialized_end=1199
+  _globals['_GETMODELRESPONSE']._serialized_start=1201
+  _globals['_GETMODELRESPONSE']._serialized_end=1278
+  _globals['_QUOTEPRICEREQUEST']._serialized_start=1281
+  _globals['_QUOTEPRICEREQUEST']._serialized_end=1450
+  _globals['_QUOTEPRICEREQUEST_OPTIONSENTRY']._serialized_start=1404
+  _globals['_QUOTEPRICEREQUEST_OPTIONSENTRY']._serialized_end=1450
+  _globals['_QUOTEPRICERESPONSE']._serialized_start=1453
+  _globals['_QUOTEPRICERESPONSE']._serialized_end=1811
+  _globals['_QUOTEPRICERESPONSE_RESOLVEDOPTIONSENTRY']._serialized_start=1757
+  _globals['_QUOTEPRICERESPONSE_RESOLVEDOPTIONSENTRY']._serialized_end=1811
+  _globals['_QUOTECHATREQUEST']._serialized_start=1813
+  _globals['_QUOTECHATREQUEST']._serialized_end=1924
+  _globals['_QUOTECHATRESPONSE']._serialized_start=1926
+  _globals['_QUOTECHATRESPONSE']._serialized_end=2020
+  _globals['_PRICINGSETTINGS']._serialized_start=2023
+  _globals['_PRICINGSETTINGS']._serialized_end=2178
+  _globals['_GETPRICINGSETTINGSREQUEST']._serialized_start=2180
+  _globals['_GETPRICINGSETTINGSREQUEST']._serialized_end=2207
+  _globals['_GETPRICINGSETTINGSRESPONSE']._serialized_start=2209
+  _globals['_GETPRICINGSETTINGSRESPONSE']._serialized_end=2292
+  _globals['_UPDATEPRICINGSETTINGSREQUEST']._serialized_start=2294
+  _globals['_UPDATEPRICINGSETTINGSREQUEST']._serialized_end=2394
+  _globals['_UPDATEPRICINGSETTINGSRESPONSE']._serialized_start=2396
+  _globals['_UPDATEPRICINGSETTINGSRESPONSE']._serialized_end=2482
+  _globals['_MODELCHANGES']._serialized_start=2485
+  _globals['_MODELCHANGES']._serialized_end=2923
+  _globals['_UPDATEMODELREQUEST']._serialized_start=2925
+  _globals['_UPDATEMODELREQUEST']._serialized_end=3023
+  _globals['_UPDATEMODELRESPONSE']._serialized_start=3025
+  _globals['_UPDATEMODELRESPONSE']._serialized_end=3105
+  _globals['_CATALOGSERVICE']._serialized_start=3108
+  _globals['_CATALOGSERVICE']._serialized_end=3851
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,690 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class OptionChoice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    PRICE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    label: _builtins.str
+    price_multiplier: _builtins.str
+    """Decimal text, e.g. "0.5"; "1" when the choice does not change the price."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        label: _builtins.str = ...,
+        price_multiplier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "price_multiplier", b"price_multiplier", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptionChoice: _TypeAlias = OptionChoice  # noqa: Y015
+
+@_typing.final
+class ModelOption(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CONTROL_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    label: _builtins.str
+    control: _builtins.str
+    """"select", "toggle" or "aspect_ratio"."""
+    @_builtins.property
+    def default_value(self) -> _struct_pb2.Value:
+        """JSON value of the default (a string in almost every model)."""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptionChoice]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        label: _builtins.str = ...,
+        control: _builtins.str = ...,
+        default_value: _struct_pb2.Value | None = ...,
+        choices: _abc.Iterable[Global___OptionChoice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "control", b"control", "default_value", b"default_value", "key", b"key", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelOption: _TypeAlias = ModelOption  # noqa: Y015
+
+@_typing.final
+class Model(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    TEXT_TO_IMAGE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    IMAGE_TO_IMAGE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    IMAGE_INPUT_FIELD_NUMBER: _builtins.int
+    MAX_INPUT_IMAGES_FIELD_NUMBER: _builtins.int
+    IMAGE_PARAM_NAME_FIELD_NUMBER: _builtins.int
+    IMAGE_PARAM_TYPE_FIELD_NUMBER: _builtins.int
+    VIDEO_INPUT_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    BASE_COST_MICROS_FIELD_NUMBER: _builtins.int
+    INPUT_COST_MICROS_PER_1K_FIELD_NUMBER: _builtins.int
+    OUTPUT_COST_MICROS_PER_1K_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    DISPLAY_ORDER_FIELD_NUMBER: _builtins.int
+    DOC_URL_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    type: _builtins.str
+    """"image", "video" or "chat"."""
+    category: _builtins.str
+    provider: _builtins.str
+    provider_name: _builtins.str
+    endpoint: _builtins.str
+    text_to_image_endpoint: _builtins.str
+    image_to_image_endpoint: _builtins.str
+    image_input: _builtins.str
+    """"none", "optional" or "required"."""
+    max_input_images: _builtins.int
+    image_param_name: _builtins.str
+    image_param_type: _builtins.str
+    video_input: _builtins.str
+    max_wait_seconds: _builtins.int
+    base_cost_micros: _builtins.int
+    """US dollars in millionths: per job, or per 1,000 tokens for chat."""
+    input_cost_micros_per_1k: _builtins.int
+    output_cost_micros_per_1k: _builtins.int
+    display_order: _builtins.int
+    doc_url: _builtins.str
+    thumbnail: _builtins.str
+    enabled: _builtins.bool
+    default_price_micros: _builtins.int
+    """The price in micro-credits with default options and a count of one."""
+    @_builtins.property
+    def capabilities(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelOption]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        category: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        provider_name: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        text_to_image_endpoint: _builtins.str = ...,
+        image_to_image_endpoint: _builtins.str = ...,
+        image_input: _builtins.str = ...,
+        max_input_images: _builtins.int = ...,
+        image_param_name: _builtins.str = ...,
+        image_param_type: _builtins.str = ...,
+        video_input: _builtins.str = ...,
+        max_wait_seconds: _builtins.int = ...,
+        base_cost_micros: _builtins.int = ...,
+        input_cost_micros_per_1k: _builtins.int = ...,
+        output_cost_micros_per_1k: _builtins.int = ...,
+        capabilities: _struct_pb2.Struct | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        display_order: _builtins.int = ...,
+        doc_url: _builtins.str = ...,
+        thumbnail: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        options: _abc.Iterable[Global___ModelOption] | None = ...,
+        default_price_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_cost_micros", b"base_cost_micros", "capabilities", b"capabilities", "category", b"category", "default_price_micros", b"default_price_micros", "display_order", b"display_order", "doc_url", b"doc_url", "enabled", b"enabled", "endpoint", b"endpoint", "id", b"id", "image_input", b"image_input", "image_param_name", b"image_param_name", "image_param_type", b"image_param_type", "image_to_image_endpoint", b"image_to_image_endpoint", "input_cost_micros_per_1k", b"input_cost_micros_per_1k", "max_input_images", b"max_input_images", "max_wait_seconds", b"max_wait_seconds", "name", b"name", "options", b"options", "output_cost_micros_per_1k", b"output_cost_micros_per_1k", "provider", b"provider", "provider_name", b"provider_name", "tags", b"tags", "text_to_image_endpoint", b"text_to_image_endpoint", "thumbnail", b"thumbnail", "type", b"type", "video_input", b"video_input"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    INCLUDE_DISABLED_FIELD_NUMBER: _builtins.int
+    IF_VERSION_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    category: _builtins.str
+    include_disabled: _builtins.bool
+    if_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        category: _builtins.str = ...,
+        include_disabled: _builtins.bool = ...,
+        if_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "if_version", b"if_version", "include_disabled", b"include_disabled", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    NOT_MODIFIED_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    not_modified: _builtins.bool
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___Model] | None = ...,
+        version: _builtins.str = ...,
+        not_modified: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "not_modified", b"not_modified", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
+
+@_typing.final
+class GetModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    @_builtins.property
+    def model(self) -> Global___Model: ...
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelResponse: _TypeAlias = GetModelResponse  # noqa: Y015
+
+@_typing.final
+class QuotePriceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    count: _builtins.int
+    """Images requested (1-4 for image models); 0 means one, or options["num_images"]."""
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Option values as the client sent them, in text form ("4", "true")."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "model_id", b"model_id", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotePriceRequest: _TypeAlias = QuotePriceRequest  # noqa: Y015
+
+@_typing.final
+class QuotePriceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ResolvedOptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    COST_MICROS_FIELD_NUMBER: _builtins.int
+    BASE_COST_MICROS_FIELD_NUMBER: _builtins.int
+    MULTIPLIER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MARGIN_PERCENT_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    RESOLVED_OPTIONS_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    price_micros: _builtins.int
+    cost_micros: _builtins.int
+    """Provider cost in micro-USD: base x multipliers x count."""
+    base_cost_micros: _builtins.int
+    multiplier: _builtins.str
+    """Decimal text of the product of the applied multipliers."""
+    count: _builtins.int
+    margin_percent: _builtins.str
+    """Decimal text of the margin percentage applied."""
+    credit_price_micros: _builtins.int
+    model_type: _builtins.str
+    @_builtins.property
+    def resolved_options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The options as they will be sent to the provider: defaults filled in."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        price_micros: _builtins.int = ...,
+        cost_micros: _builtins.int = ...,
+        base_cost_micros: _builtins.int = ...,
+        multiplier: _builtins.str = ...,
+        count: _builtins.int = ...,
+        margin_percent: _builtins.str = ...,
+        credit_price_micros: _builtins.int = ...,
+        resolved_options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        model_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_cost_micros", b"base_cost_micros", "cost_micros", b"cost_micros", "count", b"count", "credit_price_micros", b"credit_price_micros", "margin_percent", b"margin_percent", "model_id", b"model_id", "model_type", b"model_type", "multiplier", b"multiplier", "price_micros", b"price_micros", "resolved_options", b"resolved_options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotePriceResponse: _TypeAlias = QuotePriceResponse  # noqa: Y015
+
+@_typing.final
+class QuoteChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    PROVIDER_COST_MICROS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    input_tokens: _builtins.int
+    output_tokens: _builtins.int
+    provider_cost_micros: _builtins.int
+    """When set, price this provider-reported cost in micro-USD instead."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        provider_cost_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "model_id", b"model_id", "output_tokens", b"output_tokens", "provider_cost_micros", b"provider_cost_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteChatRequest: _TypeAlias = QuoteChatRequest  # noqa: Y015
+
+@_typing.final
+class QuoteChatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    MARGIN_PERCENT_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    price_micros: _builtins.int
+    margin_percent: _builtins.str
+    credit_price_micros: _builtins.int
+    def __init__(
+        self,
+        *,
+        price_micros: _builtins.int = ...,
+        margin_percent: _builtins.str = ...,
+        credit_price_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_price_micros", b"credit_price_micros", "margin_percent", b"margin_percent", "price_micros", b"price_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteChatResponse: _TypeAlias = QuoteChatResponse  # noqa: Y015
+
+@_typing.final
+class PricingSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFIT_MARGIN_FIELD_NUMBER: _builtins.int
+    PROFIT_MARGIN_IMAGE_FIELD_NUMBER: _builtins.int
+    PROFIT_MARGIN_VIDEO_FIELD_NUMBER: _builtins.int
+    PROFIT_MARGIN_CHAT_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
+    profit_margin: _builtins.str
+    """Decimal text percentages."""
+    profit_margin_image: _builtins.str
+    profit_margin_video: _builtins.str
+    profit_margin_chat: _builtins.str
+    credit_price_micros: _builtins.int
+    """US dollars per credit in millionths (1,000,000 = one dollar per credit)."""
+    def __init__(
+        self,
+        *,
+        profit_margin: _builtins.str = ...,
+        profit_margin_image: _builtins.str = ...,
+        profit_margin_video: _builtins.str = ...,
+        profit_margin_chat: _builtins.str = ...,
+        credit_price_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_price_micros", b"credit_price_micros", "profit_margin", b"profit_margin", "profit_margin_chat", b"profit_margin_chat", "profit_margin_image", b"profit_margin_image", "profit_margin_video", b"profit_margin_video"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PricingSettings: _TypeAlias = PricingSettings  # noqa: Y015
+
+@_typing.final
+class GetPricingSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPricingSettingsRequest: _TypeAlias = GetPricingSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetPricingSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___PricingSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___PricingSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPricingSettingsResponse: _TypeAlias = GetPricingSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdatePricingSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___PricingSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___PricingSettings | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePricingSettingsRequest: _TypeAlias = UpdatePricingSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePricingSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___PricingSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___PricingSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePricingSettingsResponse: _TypeAlias = UpdatePricingSettingsResponse  # noqa: Y015
+
+@_typing.final
+class ModelChanges(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    BASE_COST_MICROS_FIELD_NUMBER: _builtins.int
+    INPUT_COST_MICROS_PER_1K_FIELD_NUMBER: _builtins.int
+    OUTPUT_COST_MICROS_PER_1K_FIELD_NUMBER: _builtins.int
+    DISPLAY_ORDER_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    REPLACE_TAGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    enabled: _builtins.bool
+    base_cost_micros: _builtins.int
+    input_cost_micros_per_1k: _builtins.int
+    output_cost_micros_per_1k: _builtins.int
+    display_order: _builtins.int
+    thumbnail: _builtins.str
+    max_wait_seconds: _builtins.int
+    replace_tags: _builtins.bool
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str | None = ...,
+        enabled: _builtins.bool | None = ...,
+        base_cost_micros: _builtins.int | None = ...,
+        input_cost_micros_per_1k: _builtins.int | None = ...,
+        output_cost_micros_per_1k: _builtins.int | None = ...,
+        display_order: _builtins.int | None = ...,
+        thumbnail: _builtins.str | None = ...,
+        max_wait_seconds: _builtins.int | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        replace_tags: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_cost_micros", b"_base_cost_micros", "_display_order", b"_display_order", "_enabled", b"_enabled", "_input_cost_micros_per_1k", b"_input_cost_micros_per_1k", "_max_wait_seconds", b"_max_wait_seconds", "_name", b"_name", "_output_cost_micros_per_1k", b"_output_cost_micros_per_1k", "_thumbnail", b"_thumbnail", "base_cost_micros", b"base_cost_micros", "display_order", b"display_order", "enabled", b"enabled", "input_cost_micros_per_1k", b"input_cost_micros_per_1k", "max_wait_seconds", b"max_wait_seconds", "name", b"name", "output_cost_micros_per_1k", b"output_cost_micros_per_1k", "thumbnail", b"thumbnail"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_cost_micros", b"_base_cost_micros", "_display_order", b"_display_order", "_enabled", b"_enabled", "_input_cost_micros_per_1k", b"_input_cost_micros_per_1k", "_max_wait_seconds", b"_max_wait_seconds", "_name", b"_name", "_output_cost_micros_per_1k", b"_output_cost_micros_per_1k", "_thumbnail", b"_thumbnail", "base_cost_micros", b"base_cost_micros", "display_order", b"display_order", "enabled", b"enabled", "input_cost_micros_per_1k", b"input_cost_micros_per_1k", "max_wait_seconds", b"max_wait_seconds", "name", b"name", "output_cost_micros_per_1k", b"output_cost_micros_per_1k", "replace_tags", b"replace_tags", "tags", b"tags", "thumbnail", b"thumbnail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__base_cost_micros: _TypeAlias = _typing.Literal["base_cost_micros"]  # noqa: Y015
+    _WhichOneofArgType__base_cost_micros: _TypeAlias = _typing.Literal["_base_cost_micros", b"_base_cost_micros"]  # noqa: Y015
+    _WhichOneofReturnType__display_order: _TypeAlias = _typing.Literal["display_order"]  # noqa: Y015
+    _WhichOneofArgType__display_order: _TypeAlias = _typing.Literal["_display_order", b"_display_order"]  # noqa: Y015
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__input_cost_micros_per_1k: _TypeAlias = _typing.Literal["input_cost_micros_per_1k"]  # noqa: Y015
+    _WhichOneofArgType__input_cost_micros_per_1k: _TypeAlias = _typing.Literal["_input_cost_micros_per_1k", b"_input_cost_micros_per_1k"]  # noqa: Y015
+    _WhichOneofReturnType__max_wait_seconds: _TypeAlias = _typing.Literal["max_wait_seconds"]  # noqa: Y015
+    _WhichOneofArgType__max_wait_seconds: _TypeAlias = _typing.Literal["_max_wait_seconds", b"_max_wait_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__output_cost_micros_per_1k: _TypeAlias = _typing.Literal["output_cost_micros_per_1k"]  # noqa: Y015
+    _WhichOneofArgType__output_cost_micros_per_1k: _TypeAlias = _typing.Literal["_output_cost_micros_per_1k", b"_output_cost_micros_per_1k"]  # noqa: Y015
+    _WhichOneofReturnType__thumbnail: _TypeAlias = _typing.Literal["thumbnail"]  # noqa: Y015
+    _WhichOneofArgType__thumbnail: _TypeAlias = _typing.Literal["_thumbnail", b"_thumbnail"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__base_cost_micros) -> _WhichOneofReturnType__base_cost_micros | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__display_order) -> _WhichOneofReturnType__display_order | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_cost_micros_per_1k) -> _WhichOneofReturnType__input_cost_micros_per_1k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_wait_seconds) -> _WhichOneofReturnType__max_wait_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_cost_micros_per_1k) -> _WhichOneofReturnType__output_cost_micros_per_1k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__thumbnail) -> _WhichOneofReturnType__thumbnail | None: ...
+
+Global___ModelChanges: _TypeAlias = ModelChanges  # noqa: Y015
+
+@_typing.final
+class UpdateModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def changes(self) -> Global___ModelChanges: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        changes: Global___ModelChanges | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "changes", b"changes", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateModelRequest: _TypeAlias = UpdateModelRequest  # noqa: Y015
+
+@_typing.final
+class UpdateModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    @_builtins.property
+    def model(self) -> Global___Model: ...
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateModelResponse: _TypeAlias = UpdateModelResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.catalog.v1 import catalog_pb2 as omnihub_dot_catalog_dot_v1_dot_catalog__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,14 @@ if _version_not_supported:
 
 
 class CatalogServiceStub:
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+    price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
 
     def __init__(self, channel):
@@ -35,16 +42,140 @@ class CatalogServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListModels = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/ListModels',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/GetModel',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelResponse.FromString,
+                _registered_method=True)
+        self.QuotePrice = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/QuotePrice',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceResponse.FromString,
+                _registered_method=True)
+        self.QuoteChat = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/QuoteChat',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatResponse.FromString,
+                _registered_method=True)
+        self.GetPricingSettings = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/GetPricingSettings',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdatePricingSettings = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/UpdatePricingSettings',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateModel = channel.unary_unary(
+                '/omnihub.catalog.v1.CatalogService/UpdateModel',
+                request_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelRequest.SerializeToString,
+                response_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+    price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
+
+    def ListModels(self, request, context):
+        """Models, in display order. With if_version equal to the current version
+        the answer is not_modified and carries no models.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuotePrice(self, request, context):
+        """The price of one generation (or upscale) with these options.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuoteChat(self, request, context):
+        """The price of a chat reply from its token counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPricingSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePricingSettings(self, request, context):
+        """Operators (through the admin service) change margins and the credit price.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModel(self, request, context):
+        """Operators (through the admin service) edit a model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelResponse.SerializeToString,
+            ),
+            'QuotePrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuotePrice,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceResponse.SerializeToString,
+            ),
+            'QuoteChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteChat,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatResponse.SerializeToString,
+            ),
+            'GetPricingSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPricingSettings,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsResponse.SerializeToString,
+            ),
+            'UpdatePricingSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePricingSettings,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsResponse.SerializeToString,
+            ),
+            'UpdateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModel,
+                    request_deserializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelRequest.FromString,
+                    response_serializer=omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.catalog.v1.CatalogService', rpc_method_handlers)
@@ -54,6 +185,201 @@ def add_CatalogServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CatalogService:
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+    price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/ListModels',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/GetModel',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuotePrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/QuotePrice',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuotePriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/QuoteChat',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.QuoteChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPricingSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/GetPricingSettings',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.GetPricingSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePricingSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/UpdatePricingSettings',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdatePricingSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.catalog.v1.CatalogService/UpdateModel',
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelRequest.SerializeToString,
+            omnihub_dot_catalog_dot_v1_dot_catalog__pb2.UpdateModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.catalog.v1 import catalog_pb2 as _catalog_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,128 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CatalogServiceStub:
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+      price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
+    ListModels: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListModelsRequest, _catalog_pb2.ListModelsResponse]
+    """Models, in display order. With if_version equal to the current version
+    the answer is not_modified and carries no models.
+    """
+    GetModel: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetModelRequest, _catalog_pb2.GetModelResponse]
+    QuotePrice: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.QuotePriceRequest, _catalog_pb2.QuotePriceResponse]
+    """The price of one generation (or upscale) with these options."""
+    QuoteChat: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.QuoteChatRequest, _catalog_pb2.QuoteChatResponse]
+    """The price of a chat reply from its token counts."""
+    GetPricingSettings: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetPricingSettingsRequest, _catalog_pb2.GetPricingSettingsResponse]
+    UpdatePricingSettings: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdatePricingSettingsRequest, _catalog_pb2.UpdatePricingSettingsResponse]
+    """Operators (through the admin service) change margins and the credit price."""
+    UpdateModel: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateModelRequest, _catalog_pb2.UpdateModelResponse]
+    """Operators (through the admin service) edit a model."""
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+      price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    ListModels: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListModelsRequest, _catalog_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """Models, in display order. With if_version equal to the current version
+    the answer is not_modified and carries no models.
+    """
+    GetModel: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetModelRequest, _catalog_pb2.GetModelResponse]  # type: ignore[assignment]
+    QuotePrice: _aio.UnaryUnaryMultiCallable[_catalog_pb2.QuotePriceRequest, _catalog_pb2.QuotePriceResponse]  # type: ignore[assignment]
+    """The price of one generation (or upscale) with these options."""
+    QuoteChat: _aio.UnaryUnaryMultiCallable[_catalog_pb2.QuoteChatRequest, _catalog_pb2.QuoteChatResponse]  # type: ignore[assignment]
+    """The price of a chat reply from its token counts."""
+    GetPricingSettings: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetPricingSettingsRequest, _catalog_pb2.GetPricingSettingsResponse]  # type: ignore[assignment]
+    UpdatePricingSettings: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdatePricingSettingsRequest, _catalog_pb2.UpdatePricingSettingsResponse]  # type: ignore[assignment]
+    """Operators (through the admin service) change margins and the credit price."""
+    UpdateModel: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateModelRequest, _catalog_pb2.UpdateModelResponse]  # type: ignore[assignment]
+    """Operators (through the admin service) edit a model."""
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The catalog service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The model catalog and the one pricing rule every quote and charge uses:
+
+      price = base x option multipliers x count x (1 + margin / 100) / credit price
+
+    in integer micro-credits, where the margin is the model type's margin when
+    it is above zero and the general margin otherwise. Unknown options, values
+    outside a model's choices and counts it does not allow are refused with
+    INVALID_ARGUMENT naming the option; nothing is ever priced as x1 silently.
     """
 
-    ...
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _catalog_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListModelsResponse, _abc.Awaitable[_catalog_pb2.ListModelsResponse]]:
+        """Models, in display order. With if_version equal to the current version
+        the answer is not_modified and carries no models.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _catalog_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.GetModelResponse, _abc.Awaitable[_catalog_pb2.GetModelResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def QuotePrice(
+        self,
+        request: _catalog_pb2.QuotePriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.QuotePriceResponse, _abc.Awaitable[_catalog_pb2.QuotePriceResponse]]:
+        """The price of one generation (or upscale) with these options."""
+
+    @_abc_1.abstractmethod
+    def QuoteChat(
+        self,
+        request: _catalog_pb2.QuoteChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.QuoteChatResponse, _abc.Awaitable[_catalog_pb2.QuoteChatResponse]]:
+        """The price of a chat reply from its token counts."""
+
+    @_abc_1.abstractmethod
+    def GetPricingSettings(
+        self,
+        request: _catalog_pb2.GetPricingSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.GetPricingSettingsResponse, _abc.Awaitable[_catalog_pb2.GetPricingSettingsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdatePricingSettings(
+        self,
+        request: _catalog_pb2.UpdatePricingSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.UpdatePricingSettingsResponse, _abc.Awaitable[_catalog_pb2.UpdatePricingSettingsResponse]]:
+        """Operators (through the admin service) change margins and the credit price."""
+
+    @_abc_1.abstractmethod
+    def UpdateModel(
+        self,
+        request: _catalog_pb2.UpdateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.UpdateModelResponse, _abc.Awaitable[_catalog_pb2.UpdateModelResponse]]:
+        """Operators (through the admin service) edit a model."""
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
