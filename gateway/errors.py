@@ -43,8 +43,10 @@ def error_response(
     code: str,
     violations: Sequence[FieldViolation] = (),
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
+        **(extra or {}),
         "statusCode": status,
         "error": message,
         "message": message,
@@ -59,9 +61,24 @@ def render_domain_error(error: DomainError) -> JSONResponse:
     headers = None
     if error.retry_after is not None:
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    extra = {key: _json_value(value) for key, value in error.context.items()}
     return error_response(
-        int(error.http_status), error.message, error.code, error.violations, headers
+        int(error.http_status),
+        error.message,
+        error.code,
+        error.violations,
+        headers,
+        extra,
     )
+
+
+def _json_value(text: str) -> object:
+    """Numbers in an error's context become JSON numbers."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
 
 
 _MESSAGES = {

@@ -8,6 +8,7 @@ from that status and renders the one HTTP error shape from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import ClassVar
@@ -35,10 +36,14 @@ class DomainError(Exception):
         *,
         violations: tuple[FieldViolation, ...] = (),
         retry_after: float | None = None,
+        context: Mapping[str, str] | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.violations = violations
         self.retry_after = retry_after
+        # Extra facts for the caller, e.g. {"required": "1.2", "available": "0.5"}
+        # for insufficient credits; shown as top-level fields of the HTTP body.
+        self.context = dict(context or {})
         super().__init__(self.message)
 
 
@@ -118,6 +123,27 @@ class InsufficientCredits(DomainError):
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
     http_status = HTTPStatus.PAYMENT_REQUIRED
     default_message = "You do not have enough credits for this."
+
+    @classmethod
+    def amounts(
+        cls, required_micros: int, available_micros: int
+    ) -> InsufficientCredits:
+        required = format_credits(required_micros)
+        available = format_credits(available_micros)
+        return cls(
+            f"This needs {required} credits and you have {available}.",
+            context={"required": required, "available": available},
+        )
+
+
+MICROS_PER_CREDIT = 1_000_000
+
+
+def format_credits(micros: int) -> str:
+    """Micro-credits as a plain decimal string: 1200000 -> "1.2"."""
+    whole, fraction = divmod(abs(micros), MICROS_PER_CREDIT)
+    text = f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
+    return f"-{text}" if micros < 0 else text
 
 
 class PaymentFailed(DomainError):

@@ -26,7 +26,12 @@ ERROR_DOMAIN = "omnihub"
 
 def to_status_details(error: DomainError) -> bytes:
     status = status_pb2.Status(code=error.grpc_status.value[0], message=error.message)
-    _pack(status, error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN))
+    _pack(
+        status,
+        error_details_pb2.ErrorInfo(
+            reason=error.code, domain=ERROR_DOMAIN, metadata=error.context
+        ),
+    )
     if error.violations:
         _pack(
             status,
@@ -69,6 +74,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> DomainError:
             None if fallback.code in {"unavailable", "internal"} else message
         )
     reason = ""
+    context: dict[str, str] = {}
     violations: list[FieldViolation] = []
     retry_after: float | None = None
     for packed in details.details:
@@ -76,6 +82,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> DomainError:
             info = error_details_pb2.ErrorInfo()
             packed.Unpack(info)
             reason = info.reason
+            context = dict(info.metadata)
         elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             packed.Unpack(bad)
@@ -91,6 +98,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> DomainError:
         details.message or message,
         violations=tuple(violations),
         retry_after=retry_after,
+        context=context,
     )
 
 
