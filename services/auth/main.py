@@ -13,6 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from omnihub.billing.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.config import Settings, get_settings
@@ -25,6 +26,7 @@ from libs.runtime import Runtime
 from services.auth import rpc, service
 from services.auth.google import GoogleTokenVerifier
 from services.auth.models import SCHEMA
+from services.auth.outbox import OutboxRelay, signup_handlers
 from services.auth.passwords import PasswordHashing
 from services.auth.service import AuthService
 
@@ -42,6 +44,7 @@ class AuthProcess(ServiceProcess):
         self.service: AuthService | None = None
         self._engine: AsyncEngine | None = None
         self._google: GoogleTokenVerifier | None = None
+        self._outbox: OutboxRelay | None = None
 
     def revocation_source(self, engine: AsyncEngine | None) -> RevocationSource:
         """The auth service reads its own sessions table instead of calling itself."""
@@ -72,10 +75,21 @@ class AuthProcess(ServiceProcess):
             self._google,
             runtime.revocations,
         )
-        servicer = rpc.AuthServicer(self.service, session_factory(engine))
+        sessions = session_factory(engine)
+        billing = billing_pb2_grpc.BillingServiceStub(
+            runtime.upstreams.channel("billing")
+        )
+        self._outbox = OutboxRelay(
+            sessions, signup_handlers(billing, runtime.upstreams)
+        )
+        servicer = rpc.AuthServicer(self.service, sessions, self._outbox)
         return [rpc.definition(servicer)]
 
     async def run_background(self) -> None:
+        assert self._outbox is not None
+        await asyncio.gather(self._outbox.run(), self._purge_ended_sessions())
+
+    async def _purge_ended_sessions(self) -> None:
         assert self._engine is not None
         assert self.service is not None
         sessions = session_factory(self._engine)

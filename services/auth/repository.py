@@ -11,7 +11,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from services.auth.models import Admin, RateLimitBucket, RefreshToken, Session, User
+from services.auth.models import (
+    Admin,
+    OutboxEvent,
+    RateLimitBucket,
+    RefreshToken,
+    Session,
+    User,
+)
 
 
 @dataclass(frozen=True)
@@ -348,3 +355,49 @@ async def purge_idle_rate_buckets(db: AsyncSession) -> int:
 
 async def ping(db: AsyncSession) -> None:
     await db.execute(text("SELECT 1"))
+
+
+# Outbox
+
+
+async def add_outbox_event(
+    db: AsyncSession, topic: str, payload: dict[str, str]
+) -> None:
+    await db.execute(insert(OutboxEvent).values(topic=topic, payload=payload))
+
+
+async def claim_due_events(db: AsyncSession, limit: int) -> list[OutboxEvent]:
+    """Due, undelivered events, locked so that other replicas skip them."""
+    statement = (
+        select(OutboxEvent)
+        .where(
+            OutboxEvent.delivered_at.is_(None),
+            OutboxEvent.next_attempt_at <= func.now(),
+        )
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def mark_event_delivered(db: AsyncSession, event_id: int) -> None:
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .values(delivered_at=func.now(), attempts=OutboxEvent.attempts + 1)
+    )
+
+
+async def postpone_event(
+    db: AsyncSession, event_id: int, delay: timedelta, error: str
+) -> None:
+    await db.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id)
+        .values(
+            attempts=OutboxEvent.attempts + 1,
+            next_attempt_at=func.now() + delay,
+            last_error=error[:500],
+        )
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
 from services.auth.models import Admin, Session, User
+from services.auth.outbox import OutboxRelay
 from services.auth.service import AuthService, ClientInfo, IssuedTokens
 
 if TYPE_CHECKING:
@@ -37,10 +38,14 @@ ACCESS = {
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(
-        self, service: AuthService, sessions: async_sessionmaker[AsyncSession]
+        self,
+        service: AuthService,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: OutboxRelay,
     ) -> None:
         self._service = service
         self._sessions = sessions
+        self._outbox = outbox
 
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
@@ -51,6 +56,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             signed_in = await self._service.register(
                 db, request.email, request.password, request.name, client
             )
+        # Sign-up credits usually land before the reply; if billing is slow or
+        # down, the outbox keeps retrying in the background.
+        await self._outbox.flush()
         return auth_pb2.RegisterResponse(
             tokens=_token_pair(signed_in.tokens), user=_user(signed_in.user)
         )

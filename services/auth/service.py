@@ -32,6 +32,7 @@ from libs.tokens import Audience, TokenSigner
 from services.auth import repository
 from services.auth.google import GoogleTokenVerifier
 from services.auth.models import Admin, Session, User
+from services.auth.outbox import USER_REGISTERED
 from services.auth.passwords import PasswordHashing
 
 log = get_logger(__name__)
@@ -214,6 +215,9 @@ class AuthService:
         user = await self._insert_user(
             db, email=email, name=name.strip(), password_hash=password_hash
         )
+        await repository.add_outbox_event(
+            db, USER_REGISTERED, {"user_id": str(user.id)}
+        )
         tokens = await self._open_user_session(db, user, client)
         log.info("user.registered", user_id=str(user.id), provider="email")
         return SignedIn(tokens, user, created=True)
@@ -290,6 +294,9 @@ class AuthService:
                     avatar_url=identity.picture,
                 )
                 created = True
+                await repository.add_outbox_event(
+                    db, USER_REGISTERED, {"user_id": str(user.id)}
+                )
                 log.info("user.registered", user_id=str(user.id), provider="google")
         self._require_active(user)
         tokens = await self._open_user_session(db, user, client)
