@@ -43,6 +43,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (health.router, auth.router, auth.admin_router):
         app.include_router(router)
+    # The last added runs first. CORS wraps the body limit so that a 413 is
+    # readable by the web client too.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[settings.frontend_url],
@@ -51,6 +54,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-Id", "Retry-After"],
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

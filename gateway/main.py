@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import uvicorn
 
 from gateway.app import create_app
-from libs.config import get_settings
+from libs.config import Settings, get_settings
 from libs.logs import configure_logging
 
 
-def main() -> None:
-    settings = get_settings()
-    configure_logging(settings, "gateway")
-    uvicorn.run(
+async def serve(settings: Settings) -> None:
+    # gRPC channels belong to the event loop they are made in, so the app
+    # (which opens them) is built inside the loop that serves it.
+    config = uvicorn.Config(
         create_app(settings),
         host="0.0.0.0",  # noqa: S104 - the gateway is the public entry point
         port=settings.port,
@@ -21,6 +23,13 @@ def main() -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
+    await uvicorn.Server(config).serve()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings, "gateway")
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -97,9 +97,17 @@ class RevocationList:
                 failures += 1
                 if failures in {1, 10} or failures % 100 == 0:
                     log.warning(
-                        "revocation.feed_failed", failures=failures, error=str(exc)
+                        "revocation.feed_failed",
+                        failures=failures,
+                        error=error_summary(exc),
                     )
             await asyncio.sleep(self._poll_interval)
+
+
+def error_summary(exc: Exception) -> str:
+    """One line for the log: a gRPC status name rather than its whole repr."""
+    code = getattr(exc, "code", None)
+    return str(code().name) if callable(code) else type(exc).__name__
 
 
 def auth_service_source(

@@ -9,7 +9,12 @@ from libs.config import Settings
 from libs.grpc.client import Upstreams
 from libs.grpc.identity import CallerVerifier
 from libs.logs import get_logger
-from libs.revocation import RevocationList, RevocationSource, auth_service_source
+from libs.revocation import (
+    RevocationList,
+    RevocationSource,
+    auth_service_source,
+    error_summary,
+)
 from libs.tokens import InternalTokenSource, TokenSigner
 
 log = get_logger(__name__)
@@ -63,7 +68,7 @@ class Runtime:
         try:
             await self.revocations.sync()
         except Exception as exc:  # the poller keeps trying
-            log.warning("revocation.initial_sync_failed", error=str(exc))
+            log.warning("revocation.initial_sync_failed", error=error_summary(exc))
         self.revocations.start()
 
     async def stop(self) -> None:

@@ -134,6 +134,11 @@ def authorize(caller: Caller, access: Access) -> None:
         return
     if caller.token_error is not None:
         raise caller.token_error
-    if caller.user is None and caller.admin is None and caller.service is None:
+    # A service token names the calling process, not the person it acts
+    # for: a user or operator method without one is unauthenticated.
+    person_known = caller.user is not None or caller.admin is not None
+    if not person_known and (
+        caller.service is None or access in (Access.USER, Access.ADMIN)
+    ):
         raise Unauthenticated()
     raise PermissionDenied()

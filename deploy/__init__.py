@@ -1,0 +1,2 @@
+"""Running OmniHub: the local runner behind `make run` and, later, the
+container image and cluster manifests."""
