@@ -45,6 +45,9 @@ class ServiceProcess(ABC):
     ) -> list[ServiceDefinition]:
         """Create the servicers; called once per process."""
 
+    async def after_migrate(self, engine: AsyncEngine) -> None:
+        """Idempotent data set-up once the schema is current (e.g. seeding)."""
+
     async def run_background(self) -> None:
         """Long-running maintenance work; runs until the process stops."""
 
@@ -84,6 +87,7 @@ async def migrate_service(process: ServiceProcess, settings: Settings) -> None:
     engine = create_engine(settings, process.schema)
     try:
         await migrate(engine, process.migrations_dir, process.schema)
+        await process.after_migrate(engine)
     finally:
         await engine.dispose()
     log.info("schema.migrated", schema=process.schema)

@@ -3,6 +3,8 @@ the revocation list, the caller verifier and the upstream channels."""
 
 from __future__ import annotations
 
+import asyncio
+
 from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from libs.config import Settings
@@ -20,6 +22,8 @@ from libs.tokens import InternalTokenSource, TokenSigner
 log = get_logger(__name__)
 
 FEED_TIMEOUT_SECONDS = 5.0
+# Start-up does not wait long for auth; the poller catches up in the background.
+INITIAL_SYNC_TIMEOUT_SECONDS = 1.0
 
 
 class Runtime:
@@ -66,7 +70,8 @@ class Runtime:
 
     async def start(self) -> None:
         try:
-            await self.revocations.sync()
+            async with asyncio.timeout(INITIAL_SYNC_TIMEOUT_SECONDS):
+                await self.revocations.sync()
         except Exception as exc:  # the poller keeps trying
             log.warning("revocation.initial_sync_failed", error=error_summary(exc))
         self.revocations.start()

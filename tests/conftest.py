@@ -7,6 +7,7 @@ import pytest
 from libs.config import Settings
 from libs.logs import configure_logging
 from services.auth.main import AuthProcess
+from services.catalog.main import CatalogProcess
 from tests import database
 from tests.fakes.google import FakeGoogle
 from tests.suite import ServedApp, run_gateway, run_service, suite_settings

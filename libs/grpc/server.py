@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from libs.config import Settings
-from libs.errors import DeadlineExceeded, DomainError, Internal
+from libs.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument
 from libs.grpc.deadline import set_deadline
 from libs.grpc.identity import (
     REQUEST_ID_KEY,
@@ -189,7 +189,17 @@ def _as_domain_error(exc: BaseException) -> DomainError:
         return exc
     if isinstance(exc, TimeoutError):
         return DeadlineExceeded()
+    if _is_bad_data(exc):
+        return InvalidArgument("The request contains a value that cannot be stored.")
     return Internal()
+
+
+def _is_bad_data(exc: BaseException) -> bool:
+    """PostgreSQL refused a value itself (SQLSTATE class 22: a NUL byte, an
+    out-of-range number, text that is not a UUID): the caller's input, so a
+    400, not a 500 — whichever service forgot to check it first."""
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
 
 
 class ServiceServer:
