@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.errors import ErrorBody, install_error_handlers
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from gateway.routers import auth, catalog, health
+from gateway.routers import auth, billing, catalog, health
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.runtime import Runtime
@@ -42,7 +42,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.upstream = Upstream(runtime)
     install_error_handlers(app)
     app.state.catalog = catalog.CatalogClient(app.state.upstream)
-    for router in (health.router, auth.router, auth.admin_router, catalog.router):
+    routers = (
+        health.router,
+        auth.router,
+        auth.admin_router,
+        catalog.router,
+        billing.router,
+    )
+    for router in routers:
         app.include_router(router)
     # The last added runs first. CORS wraps the body limit so that a 413 is
     # readable by the web client too.

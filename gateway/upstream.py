@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from omnihub.billing.v1 import billing_pb2_grpc
 
 from gateway.middleware import request_id_var
 from libs.grpc.status import from_rpc_error
@@ -25,6 +26,9 @@ class Upstream:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.auth = runtime.auth_stub()
+        self.billing = billing_pb2_grpc.BillingServiceStub(
+            runtime.upstreams.channel("billing")
+        )
 
     async def call(
         self,

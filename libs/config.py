@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     # Providers
     fal_key: SecretStr | None = None
     openrouter_api_key: SecretStr | None = None
+    # Razorpay. Without keys, `make run` starts the local simulator and points
+    # RAZORPAY_BASE_URL at it; the same client code talks to either.
+    razorpay_base_url: str = "https://api.razorpay.com"
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
 
     @field_validator(
         "auth_rate_limit_account", "auth_rate_limit_address", mode="before"

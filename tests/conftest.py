@@ -7,6 +7,7 @@ import pytest
 from libs.config import Settings
 from libs.logs import configure_logging
 from services.auth.main import AuthProcess
+from services.billing.main import BillingProcess
 from services.catalog.main import CatalogProcess
 from tests import database
 from tests.fakes.google import FakeGoogle
@@ -54,8 +55,30 @@ async def auth_service(settings: Settings) -> AsyncIterator[AuthProcess]:
 
 
 @pytest.fixture(scope="session")
-async def gateway(
+async def billing_service(
     settings: Settings, auth_service: AuthProcess
+) -> AsyncIterator[BillingProcess]:
+    # auth runs too, so that billing's revocation feed is live.
+    process = BillingProcess()
+    running = await run_service(process, settings)
+    yield process
+    await running.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+async def catalog_service(settings: Settings) -> AsyncIterator[CatalogProcess]:
+    process = CatalogProcess()
+    running = await run_service(process, settings)
+    yield process
+    await running.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    settings: Settings,
+    auth_service: AuthProcess,
+    billing_service: BillingProcess,
+    catalog_service: CatalogProcess,
 ) -> AsyncIterator[ServedApp]:
     running = await run_gateway(settings)
     yield running

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
 from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2
+from omnihub.billing.v1 import billing_pb2
 
 from gateway.deps import ClientDep, UpstreamDep, UserDep
+from gateway.routers.billing import own_account
 from gateway.schemas.auth import (
     AdminLoginBody,
     AdminLoginOut,
@@ -25,7 +28,12 @@ from gateway.schemas.auth import (
     TokenPairOut,
     UserOut,
 )
+from gateway.schemas.billing import credits
+from gateway.upstream import Upstream
+from libs.errors import DeadlineExceeded, Unavailable
+from libs.logs import get_logger
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 admin_router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -43,20 +51,40 @@ def _token_pair(tokens: auth_pb2.TokenPair) -> dict[str, object]:
     }
 
 
-def _user(user: auth_pb2.User) -> UserOut:
+def _user(user: auth_pb2.User, balance: float | None) -> UserOut:
     return UserOut(
         id=user.id,
         email=user.email,
         name=user.name,
         nickname=user.nickname,
         avatar_url=user.avatar_url or None,
-        credits=0,
+        credits=balance,
         created_at=_datetime(user.created_at),
     )
 
 
-def _signed_in(tokens: auth_pb2.TokenPair, user: auth_pb2.User) -> SignedInOut:
-    return SignedInOut(**_token_pair(tokens), user=_user(user))
+async def _balance(
+    upstream: Upstream, user_id: str, authorization: str
+) -> float | None:
+    """The user's credits from billing; None (not a made-up 0) while billing
+    cannot answer, so that signing in still works during a billing outage."""
+    try:
+        reply = await upstream.call(
+            upstream.billing.GetBalance,
+            billing_pb2.GetBalanceRequest(account=own_account(user_id)),
+            authorization,
+        )
+    except (Unavailable, DeadlineExceeded) as exc:
+        log.warning("billing.balance_unavailable", error=exc.code)
+        return None
+    return credits(reply.balance_micros)
+
+
+async def _signed_in(
+    upstream: Upstream, tokens: auth_pb2.TokenPair, user: auth_pb2.User
+) -> SignedInOut:
+    balance = await _balance(upstream, user.id, f"Bearer {tokens.access_token}")
+    return SignedInOut(**_token_pair(tokens), user=_user(user, balance))
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
@@ -70,7 +98,7 @@ async def register(
             email=body.email, password=body.password, name=body.name, client=client
         ),
     )
-    return _signed_in(reply.tokens, reply.user)
+    return await _signed_in(upstream, reply.tokens, reply.user)
 
 
 @router.post("/login")
@@ -82,7 +110,7 @@ async def login(
         upstream.auth.Login,
         auth_pb2.LoginRequest(email=body.email, password=body.password, client=client),
     )
-    return _signed_in(reply.tokens, reply.user)
+    return await _signed_in(upstream, reply.tokens, reply.user)
 
 
 @router.post("/google")
@@ -94,7 +122,7 @@ async def google(
         upstream.auth.GoogleSignIn,
         auth_pb2.GoogleSignInRequest(credential=body.credential, client=client),
     )
-    return _signed_in(reply.tokens, reply.user)
+    return await _signed_in(upstream, reply.tokens, reply.user)
 
 
 @router.post("/refresh")
@@ -166,12 +194,15 @@ async def revoke_session(
 @router.get("/me")
 async def me(user: UserDep, upstream: UpstreamDep, response: Response) -> MeOut:
     """The signed-in user."""
-    reply = await upstream.call(
-        upstream.auth.GetMe, auth_pb2.GetMeRequest(), user.authorization
+    reply, balance = await asyncio.gather(
+        upstream.call(upstream.auth.GetMe, auth_pb2.GetMeRequest(), user.authorization),
+        _balance(upstream, user.id, user.authorization),
     )
     response.headers["Cache-Control"] = "no-store"
     return MeOut(
-        **_user(reply.user).model_dump(), workspaces=[], default_workspace=None
+        **_user(reply.user, balance).model_dump(),
+        workspaces=[],
+        default_workspace=None,
     )
 
 

@@ -52,7 +52,9 @@ class UserOut(ResponseBody):
     name: str
     nickname: str
     avatar_url: str | None
-    credits: float = Field(description="Credit balance; billing fills it in")
+    credits: float | None = Field(
+        description="Credit balance; null while billing cannot be reached"
+    )
     created_at: datetime
 
 

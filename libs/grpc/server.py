@@ -115,7 +115,8 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         caller = self._verifier.caller_from_metadata(metadata)
         set_current_caller(caller)
         if access is None:
-            raise Internal(f"{method} has no access rule")
+            log.error("rpc.no_access_rule", method=method)
+            raise Internal()
         authorize(caller, access)
         remaining = context.time_remaining()
         budget = (

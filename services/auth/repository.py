@@ -323,16 +323,18 @@ async def take_rate_token(
     """GCRA in one statement: None when allowed, else seconds to wait.
 
     The bucket lets `burst / interval` events through at once, then one per
-    `interval`. Concurrent callers serialise on the row lock.
+    `interval`. Concurrent callers serialise on the row lock; the wall clock
+    (not the transaction's start time) keeps the order they get it in fair.
     """
-    allowed_at = func.greatest(RateLimitBucket.allowed_at, func.now()) + interval
+    now = func.clock_timestamp()
+    allowed_at = func.greatest(RateLimitBucket.allowed_at, now) + interval
     statement = (
         pg_insert(RateLimitBucket)
-        .values(key=key, allowed_at=func.now() + interval)
+        .values(key=key, allowed_at=now + interval)
         .on_conflict_do_update(
             index_elements=[RateLimitBucket.key],
             set_={"allowed_at": allowed_at},
-            where=allowed_at - burst <= func.now(),
+            where=allowed_at - burst <= now,
         )
         .returning(RateLimitBucket.key)
     )
@@ -340,7 +342,8 @@ async def take_rate_token(
         return None
     wait = select(
         func.extract(
-            "epoch", RateLimitBucket.allowed_at + interval - burst - func.now()
+            "epoch",
+            RateLimitBucket.allowed_at + interval - burst - now,
         )
     ).where(RateLimitBucket.key == key)
     return max(float((await db.execute(wait)).scalar_one()), 0.0)

@@ -1,25 +1,114 @@
-"""The billing service process: `python -m services.billing.main serve`."""
+"""The billing service process.
+
+python -m services.billing.main migrate
+python -m services.billing.main serve
+python -m services.billing.main reconcile   # exits 1 if the books disagree
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.config import Settings, get_settings
+from libs.db import create_engine, session_factory
+from libs.errors import format_credits
 from libs.grpc.server import ServiceDefinition
+from libs.logs import configure_logging, get_logger
 from libs.process import ServiceProcess, main
 from libs.runtime import Runtime
 from services.billing import rpc
+from services.billing.models import SCHEMA
+from services.billing.repository import Unbalanced
+from services.billing.service import BillingService
+
+log = get_logger(__name__)
+
+RECONCILE_INTERVAL_SECONDS = 3600
 
 
 class BillingProcess(ServiceProcess):
     name = "billing"
+    schema = SCHEMA
+    migrations_dir = Path(__file__).parent / "migrations"
+
+    def __init__(self) -> None:
+        self.service = BillingService()
+        self._engine: AsyncEngine | None = None
 
     async def build(
         self, runtime: Runtime, engine: AsyncEngine | None
     ) -> list[ServiceDefinition]:
-        return [rpc.definition(rpc.BillingServicer())]
+        assert engine is not None
+        self._engine = engine
+        servicer = rpc.BillingServicer(self.service, session_factory(engine))
+        return [rpc.definition(servicer)]
+
+    async def run_background(self) -> None:
+        """Check the books every hour; a mismatch is a bug worth waking up for."""
+        assert self._engine is not None
+        sessions = session_factory(self._engine)
+        while True:
+            await asyncio.sleep(RECONCILE_INTERVAL_SECONDS)
+            try:
+                async with sessions() as db:
+                    unbalanced = await self.service.unbalanced_accounts(db)
+            except Exception:
+                log.exception("ledger.reconcile_failed")
+                continue
+            for account in unbalanced:
+                log.error("ledger.unbalanced", **_fields(account))
+
+
+def _fields(account: Unbalanced) -> dict[str, object]:
+    return {
+        "account_id": str(account.account_id),
+        "owner": str(account.owner),
+        "balance_micros": account.balance,
+        "ledger_total_micros": account.ledger_total,
+        "held_micros": account.held,
+        "open_holds_micros": account.open_holds,
+    }
+
+
+def describe(account: Unbalanced) -> str:
+    return (
+        f"{account.account_id} {account.owner}: "
+        f"balance {format_credits(account.balance)} vs ledger "
+        f"{format_credits(account.ledger_total)}, "
+        f"held {format_credits(account.held)} vs open holds "
+        f"{format_credits(account.open_holds)}"
+    )
+
+
+async def reconcile(settings: Settings) -> int:
+    """Print every account whose totals disagree with its ledger or holds;
+    return the process exit status (1 if there is any)."""
+    engine = create_engine(settings, SCHEMA)
+    try:
+        async with session_factory(engine)() as db:
+            unbalanced = await BillingService().unbalanced_accounts(db)
+    finally:
+        await engine.dispose()
+    for account in unbalanced:
+        print(describe(account))
+    if unbalanced:
+        print(f"{len(unbalanced)} account(s) do not reconcile.")
+        return 1
+    print("Every account reconciles with its ledger and open holds.")
+    return 0
+
+
+def cli(argv: list[str]) -> None:
+    if argv[:1] == ["reconcile"]:
+        settings = get_settings()
+        configure_logging(settings, "billing")
+        sys.exit(asyncio.run(reconcile(settings)))
+    main(BillingProcess(), argv)
 
 
 if __name__ == "__main__":
-    main(BillingProcess(), sys.argv[1:])
+    cli(sys.argv[1:])

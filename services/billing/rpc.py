@@ -1,15 +1,245 @@
-"""gRPC servicer of the billing service. It has no RPCs yet; the process already
-serves grpc.health.v1 and reflection so that it can be deployed and probed."""
+"""gRPC servicer of the billing service: translates messages, opens the
+transaction, calls the service, and raises domain errors unchanged (the
+server interceptor maps them to statuses).
+
+Access: every RPC that moves money is for services only. GetBalance and
+ListTransactions are "a user for their own account, a service for any": the
+ACCESS map holds one rule per method, so these two are PUBLIC there and the
+service checks the verified caller itself (`service._require_readable`). A
+call that carries a user token is limited to that user's account even when
+a service (the gateway) forwards it; anyone else gets UNAUTHENTICATED.
+"""
 
 from __future__ import annotations
 
-from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
+from typing import TYPE_CHECKING, Any
 
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.errors import NotConfigured
+from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
+from services.billing.service import AccountRef, BillingService, Entry
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+ACCESS = {
+    "GetBalance": Access.PUBLIC,
+    "ListTransactions": Access.PUBLIC,
+    "Grant": Access.SERVICE,
+    "GrantSignupCredits": Access.SERVICE,
+    "Hold": Access.SERVICE,
+    "Capture": Access.SERVICE,
+    "Release": Access.SERVICE,
+    "Refund": Access.SERVICE,
+    "Transfer": Access.SERVICE,
+    "Adjust": Access.SERVICE,
+    "ListPlans": Access.PUBLIC,
+    "CreateOrder": Access.USER,
+    "VerifyPayment": Access.USER,
+    "HandleWebhook": Access.SERVICE,
+    "ListPayments": Access.USER,
+    "GetCheckoutConfig": Access.PUBLIC,
+}
+
+_OWNER_TYPES: dict[billing_pb2.OwnerType.ValueType, str] = {
+    billing_pb2.OWNER_TYPE_USER: "user",
+    billing_pb2.OWNER_TYPE_WORKSPACE: "workspace",
+}
+_OWNER_TYPE_VALUES = {name: value for value, name in _OWNER_TYPES.items()}
+_ENTRY_KINDS: dict[str, billing_pb2.EntryKind.ValueType] = {
+    "grant": billing_pb2.ENTRY_KIND_GRANT,
+    "purchase": billing_pb2.ENTRY_KIND_PURCHASE,
+    "hold": billing_pb2.ENTRY_KIND_HOLD,
+    "capture": billing_pb2.ENTRY_KIND_CAPTURE,
+    "release": billing_pb2.ENTRY_KIND_RELEASE,
+    "refund": billing_pb2.ENTRY_KIND_REFUND,
+    "transfer": billing_pb2.ENTRY_KIND_TRANSFER,
+    "adjustment": billing_pb2.ENTRY_KIND_ADJUSTMENT,
+}
+PAYMENTS_PENDING = "Payments are not available on this server yet."
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    pass
+    def __init__(
+        self, service: BillingService, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._service = service
+        self._sessions = sessions
+
+    async def GetBalance(
+        self, request: billing_pb2.GetBalanceRequest, context: Context
+    ) -> billing_pb2.GetBalanceResponse:
+        async with self._sessions() as db:
+            balance = await self._service.balance(
+                db, current_caller(), _account(request.account)
+            )
+        return billing_pb2.GetBalanceResponse(
+            balance_micros=balance.balance, held_micros=balance.held
+        )
+
+    async def ListTransactions(
+        self, request: billing_pb2.ListTransactionsRequest, context: Context
+    ) -> billing_pb2.ListTransactionsResponse:
+        async with self._sessions() as db:
+            page = await self._service.transactions(
+                db,
+                current_caller(),
+                _account(request.account),
+                request.page_size,
+                request.page_token,
+            )
+        return billing_pb2.ListTransactionsResponse(
+            entries=[_entry(entry) for entry in page.entries],
+            next_page_token=page.next_page_token,
+        )
+
+    async def Grant(
+        self, request: billing_pb2.GrantRequest, context: Context
+    ) -> billing_pb2.GrantResponse:
+        async with self._sessions.begin() as db:
+            entry = await self._service.grant(
+                db,
+                _account(request.account),
+                request.amount_micros,
+                request.idempotency_key,
+                request.reason,
+            )
+        return billing_pb2.GrantResponse(entry=_entry(entry))
+
+    async def GrantSignupCredits(
+        self, request: billing_pb2.GrantSignupCreditsRequest, context: Context
+    ) -> billing_pb2.GrantSignupCreditsResponse:
+        async with self._sessions.begin() as db:
+            granted = await self._service.grant_signup_credits(db, request.user_id)
+        return billing_pb2.GrantSignupCreditsResponse(
+            granted_micros=granted.granted, balance_micros=granted.balance
+        )
+
+    async def Hold(
+        self, request: billing_pb2.HoldRequest, context: Context
+    ) -> billing_pb2.HoldResponse:
+        async with self._sessions.begin() as db:
+            placed = await self._service.hold(
+                db,
+                _account(request.account),
+                request.amount_micros,
+                request.idempotency_key,
+                request.reason,
+                request.reference,
+                dict(request.tags),
+            )
+        return billing_pb2.HoldResponse(
+            hold_id=placed.hold_id, balance_after_micros=placed.balance_after
+        )
+
+    async def Capture(
+        self, request: billing_pb2.CaptureRequest, context: Context
+    ) -> billing_pb2.CaptureResponse:
+        async with self._sessions.begin() as db:
+            captured = await self._service.capture(
+                db, request.hold_id, request.amount_micros, request.idempotency_key
+            )
+        return billing_pb2.CaptureResponse(
+            captured_micros=captured.captured,
+            released_micros=captured.released,
+            balance_after_micros=captured.balance_after,
+        )
+
+    async def Release(
+        self, request: billing_pb2.ReleaseRequest, context: Context
+    ) -> billing_pb2.ReleaseResponse:
+        async with self._sessions.begin() as db:
+            released = await self._service.release(
+                db, request.hold_id, request.idempotency_key
+            )
+        return billing_pb2.ReleaseResponse(
+            released_micros=released.released,
+            balance_after_micros=released.balance_after,
+        )
+
+    async def Refund(
+        self, request: billing_pb2.RefundRequest, context: Context
+    ) -> billing_pb2.RefundResponse:
+        async with self._sessions.begin() as db:
+            entry = await self._service.refund(
+                db,
+                _account(request.account),
+                request.amount_micros,
+                request.idempotency_key,
+                request.reason,
+                request.reference,
+            )
+        return billing_pb2.RefundResponse(entry=_entry(entry))
+
+    async def Transfer(
+        self, request: billing_pb2.TransferRequest, context: Context
+    ) -> billing_pb2.TransferResponse:
+        async with self._sessions.begin() as db:
+            moved = await self._service.transfer(
+                db,
+                _account(request.from_account),
+                _account(request.to_account),
+                request.amount_micros,
+                request.idempotency_key,
+                request.reason,
+                dict(request.tags),
+            )
+        return billing_pb2.TransferResponse(
+            from_balance_after_micros=moved.from_balance_after,
+            to_balance_after_micros=moved.to_balance_after,
+        )
+
+    async def Adjust(
+        self, request: billing_pb2.AdjustRequest, context: Context
+    ) -> billing_pb2.AdjustResponse:
+        async with self._sessions.begin() as db:
+            entry = await self._service.adjust(
+                db,
+                _account(request.account),
+                request.delta_micros,
+                request.idempotency_key,
+                request.reason,
+                request.actor,
+            )
+        return billing_pb2.AdjustResponse(entry=_entry(entry))
+
+    # TODO: payments and plans (Razorpay) arrive with migration 0002; until
+    # then these answer UNIMPLEMENTED (code not_configured).
+
+    async def ListPlans(
+        self, request: billing_pb2.ListPlansRequest, context: Context
+    ) -> billing_pb2.ListPlansResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
+
+    async def CreateOrder(
+        self, request: billing_pb2.CreateOrderRequest, context: Context
+    ) -> billing_pb2.CreateOrderResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
+
+    async def VerifyPayment(
+        self, request: billing_pb2.VerifyPaymentRequest, context: Context
+    ) -> billing_pb2.VerifyPaymentResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
+
+    async def HandleWebhook(
+        self, request: billing_pb2.HandleWebhookRequest, context: Context
+    ) -> billing_pb2.HandleWebhookResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
+
+    async def ListPayments(
+        self, request: billing_pb2.ListPaymentsRequest, context: Context
+    ) -> billing_pb2.ListPaymentsResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
+
+    async def GetCheckoutConfig(
+        self, request: billing_pb2.GetCheckoutConfigRequest, context: Context
+    ) -> billing_pb2.GetCheckoutConfigResponse:
+        raise NotConfigured(PAYMENTS_PENDING)
 
 
 def definition(servicer: BillingServicer) -> ServiceDefinition:
@@ -17,5 +247,28 @@ def definition(servicer: BillingServicer) -> ServiceDefinition:
         full_name=billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
         servicer=servicer,
         register=billing_pb2_grpc.add_BillingServiceServicer_to_server,
-        access={},
+        access=ACCESS,
+    )
+
+
+def _account(ref: billing_pb2.AccountRef) -> AccountRef:
+    return AccountRef(_OWNER_TYPES.get(ref.owner_type, ""), ref.owner_id)
+
+
+def _entry(entry: Entry) -> billing_pb2.LedgerEntry:
+    created_at = Timestamp()
+    created_at.FromDatetime(entry.created_at)
+    return billing_pb2.LedgerEntry(
+        id=str(entry.id),
+        account=billing_pb2.AccountRef(
+            owner_type=_OWNER_TYPE_VALUES[entry.owner_type],
+            owner_id=entry.owner_id,
+        ),
+        kind=_ENTRY_KINDS[entry.kind],
+        amount_micros=entry.amount,
+        balance_after_micros=entry.balance_after,
+        reason=entry.reason,
+        reference=entry.reference,
+        tags=entry.tags,
+        created_at=created_at,
     )

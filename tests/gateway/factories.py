@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
 
 from gateway.app import create_app
 from libs.config import Settings
@@ -25,7 +24,7 @@ from services.auth import service
 from services.auth.main import AuthProcess
 from services.auth.models import SCHEMA
 from services.auth.passwords import PasswordHashing
-from tests.suite import ServedApp, free_port, run_service, suite_settings
+from tests.suite import ServedApp, free_port, run_service, serve_asgi, suite_settings
 
 PASSWORD = "correct-horse-battery"
 ERROR_FIELDS = {"statusCode", "error", "message", "code"}
@@ -202,27 +201,7 @@ def sibling_settings(settings: Settings, **overrides: object) -> Settings:
 
 
 async def serve_gateway(settings: Settings) -> ServedApp:
-    """A gateway served the way gateway/main.py serves it: uvicorn does not
-    rewrite the client address from X-Forwarded-For, the gateway decides
-    which proxies to believe. (tests.suite.run_gateway keeps uvicorn's
-    default, which trusts X-Forwarded-For from loopback before the gateway
-    sees the request.)"""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=free_port(),
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    return ServedApp(server, task, f"http://127.0.0.1:{config.port}")
+    return await serve_asgi(create_app(settings))
 
 
 @asynccontextmanager

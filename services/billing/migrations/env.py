@@ -1,0 +1,4 @@
+from libs.migrations import run
+from services.billing.models import Base
+
+run(Base.metadata)
