@@ -83,6 +83,11 @@ async def user_by_google_id(db: AsyncSession, google_id: str) -> User | None:
     return (await db.execute(statement)).scalar_one_or_none()
 
 
+async def users_by_ids(db: AsyncSession, user_ids: list[uuid.UUID]) -> list[User]:
+    statement = select(User).where(User.id.in_(user_ids))
+    return list((await db.execute(statement)).scalars())
+
+
 async def email_exists(db: AsyncSession, email: str) -> bool:
     return bool(await db.scalar(select(exists().where(User.email == email))))
 

@@ -29,6 +29,7 @@ ACCESS = {
     "Logout": Access.SERVICE,
     "AdminLogin": Access.SERVICE,
     "ListRevokedSessions": Access.SERVICE,
+    "LookupUsers": Access.SERVICE,
     "LogoutAll": Access.USER,
     "ListSessions": Access.USER,
     "RevokeSession": Access.USER,
@@ -180,6 +181,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.ListRevokedSessionsResponse(
             session_ids=[str(s) for s in session_ids], as_of=_timestamp(as_of)
         )
+
+    async def LookupUsers(
+        self, request: auth_pb2.LookupUsersRequest, context: Context
+    ) -> auth_pb2.LookupUsersResponse:
+        async with self._sessions() as db:
+            users = await self._service.lookup_users(
+                db, list(request.user_ids), request.email
+            )
+        return auth_pb2.LookupUsersResponse(users=[_user(u) for u in users])
 
     async def _throttle(self, action: str, **subjects: str | None) -> None:
         async with self._sessions.begin() as db:

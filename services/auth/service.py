@@ -43,6 +43,7 @@ MIN_PASSWORD_LENGTH = 6
 MAX_PASSWORD_LENGTH = 100
 MAX_NAME_LENGTH = 100
 MIN_ADMIN_PASSWORD_LENGTH = 12
+MAX_LOOKUP_USERS = 500
 REVOCATION_OVERLAP = timedelta(seconds=10)
 ENDED_SESSION_RETENTION = timedelta(days=30)
 NICKNAME_ATTEMPTS = 8
@@ -309,6 +310,23 @@ class AuthService:
             raise Unauthenticated("This account no longer exists.")
         self._require_active(user)
         return user
+
+    async def lookup_users(
+        self, db: AsyncSession, user_ids: list[str], email: str
+    ) -> list[User]:
+        if len(user_ids) > MAX_LOOKUP_USERS:
+            raise InvalidArgument.for_field(
+                "user_ids", f"Ask for at most {MAX_LOOKUP_USERS} users at a time."
+            )
+        found: list[User] = []
+        parsed = [uid for uid in map(parse_uuid, user_ids) if uid is not None]
+        if parsed:
+            found.extend(await repository.users_by_ids(db, parsed))
+        if email:
+            user = await repository.user_by_email(db, normalize_email(email))
+            if user is not None and user not in found:
+                found.append(user)
+        return found
 
     @staticmethod
     def _require_active(user: User) -> None:

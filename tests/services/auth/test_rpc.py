@@ -846,3 +846,34 @@ class TestAdmin:
         assert (await auth.admin_login(username, "first-password-long")).access_token
         error = await refusal(auth.admin_login(username, "second-password-long"))
         assert reason(error) == "invalid_credentials"
+
+
+class TestLookupUsers:
+    async def test_returns_users_by_id_and_by_email(self, auth: AuthClient) -> None:
+        first = (await auth.register()).user
+        second = (await auth.register()).user
+        found = await auth.stub.LookupUsers(
+            auth_pb2.LookupUsersRequest(user_ids=[first.id, second.id, "not-a-uuid"]),
+            metadata=auth.internal(),
+        )
+        assert {u.id for u in found.users} == {first.id, second.id}
+        by_email = await auth.stub.LookupUsers(
+            auth_pb2.LookupUsersRequest(email=second.email.upper()),
+            metadata=auth.internal(),
+        )
+        assert [u.id for u in by_email.users] == [second.id]
+
+    async def test_needs_a_service_identity(self, auth: AuthClient) -> None:
+        error = await refusal(
+            auth.stub.LookupUsers(auth_pb2.LookupUsersRequest(email="x@example.com"))
+        )
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    async def test_refuses_more_than_500_ids(self, auth: AuthClient) -> None:
+        ids = [str(uuid.uuid4()) for _ in range(501)]
+        error = await refusal(
+            auth.stub.LookupUsers(
+                auth_pb2.LookupUsersRequest(user_ids=ids), metadata=auth.internal()
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

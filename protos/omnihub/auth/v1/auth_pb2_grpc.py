@@ -87,6 +87,11 @@ class AuthServiceStub:
                 request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginRequest.SerializeToString,
                 response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginResponse.FromString,
                 _registered_method=True)
+        self.LookupUsers = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/LookupUsers',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersResponse.FromString,
+                _registered_method=True)
         self.ListRevokedSessions = channel.unary_unary(
                 '/omnihub.auth.v1.AuthService/ListRevokedSessions',
                 request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.SerializeToString,
@@ -170,6 +175,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupUsers(self, request, context):
+        """Internal: accounts by id (at most 500) or by e-mail, for services that
+        show members or bind invites to an address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRevokedSessions(self, request, context):
         """Internal: sessions revoked since a moment. Every process polls this to
         refuse access tokens of ended sessions (see libs/revocation.py).
@@ -230,6 +243,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.AdminLogin,
                     request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginRequest.FromString,
                     response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginResponse.SerializeToString,
+            ),
+            'LookupUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupUsers,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersResponse.SerializeToString,
             ),
             'ListRevokedSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRevokedSessions,
@@ -510,6 +528,33 @@ class AuthService:
             '/omnihub.auth.v1.AuthService/AdminLogin',
             omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginRequest.SerializeToString,
             omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/LookupUsers',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.LookupUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,10 @@ class AuthServiceStub:
     """User: the caller's account."""
     AdminLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.AdminLoginRequest, _auth_pb2.AdminLoginResponse]
     """Public, called by the gateway: operator sign-in."""
+    LookupUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LookupUsersRequest, _auth_pb2.LookupUsersResponse]
+    """Internal: accounts by id (at most 500) or by e-mail, for services that
+    show members or bind invites to an address.
+    """
     ListRevokedSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]
     """Internal: sessions revoked since a moment. Every process polls this to
     refuse access tokens of ended sessions (see libs/revocation.py).
@@ -89,6 +93,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """User: the caller's account."""
     AdminLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.AdminLoginRequest, _auth_pb2.AdminLoginResponse]  # type: ignore[assignment]
     """Public, called by the gateway: operator sign-in."""
+    LookupUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.LookupUsersRequest, _auth_pb2.LookupUsersResponse]  # type: ignore[assignment]
+    """Internal: accounts by id (at most 500) or by e-mail, for services that
+    show members or bind invites to an address.
+    """
     ListRevokedSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]  # type: ignore[assignment]
     """Internal: sessions revoked since a moment. Every process polls this to
     refuse access tokens of ended sessions (see libs/revocation.py).
@@ -179,6 +187,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.AdminLoginResponse, _abc.Awaitable[_auth_pb2.AdminLoginResponse]]:
         """Public, called by the gateway: operator sign-in."""
+
+    @_abc_1.abstractmethod
+    def LookupUsers(
+        self,
+        request: _auth_pb2.LookupUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.LookupUsersResponse, _abc.Awaitable[_auth_pb2.LookupUsersResponse]]:
+        """Internal: accounts by id (at most 500) or by e-mail, for services that
+        show members or bind invites to an address.
+        """
 
     @_abc_1.abstractmethod
     def ListRevokedSessions(
