@@ -18,12 +18,12 @@ from libs.tokens import Audience, TokenClaims
 MAX_USER_AGENT_LENGTH = 512
 
 
-def get_upstream(request: Request) -> Upstream:
+async def get_upstream(request: Request) -> Upstream:
     upstream: Upstream = request.app.state.upstream
     return upstream
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -44,7 +44,8 @@ def _principal(request: Request, audience: Audience) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthenticated()
-    claims = get_upstream(request).runtime.verifier.verify_bearer(header)
+    upstream: Upstream = request.app.state.upstream
+    claims = upstream.runtime.verifier.verify_bearer(header)
     if claims.audience is not audience:
         raise PermissionDenied(
             "Operator tokens cannot be used here."
@@ -54,11 +55,11 @@ def _principal(request: Request, audience: Audience) -> Principal:
     return Principal(claims, header)
 
 
-def require_user(request: Request) -> Principal:
+async def require_user(request: Request) -> Principal:
     return _principal(request, Audience.USER)
 
 
-def require_admin(request: Request) -> Principal:
+async def require_admin(request: Request) -> Principal:
     return _principal(request, Audience.ADMIN)
 
 
@@ -95,8 +96,8 @@ def _trusted(address: str, settings: Settings) -> bool:
     return any(ip in network for network in settings.trusted_proxies)
 
 
-def client_info(request: Request) -> auth_pb2.ClientInfo:
-    settings = get_settings(request)
+async def client_info(request: Request) -> auth_pb2.ClientInfo:
+    settings: Settings = request.app.state.settings
     return auth_pb2.ClientInfo(
         ip_address=client_address(request, settings) or "",
         user_agent=(request.headers.get("user-agent") or "")[:MAX_USER_AGENT_LENGTH],

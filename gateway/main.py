@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import uvicorn
 
 from gateway.app import create_app
 from libs.config import Settings, get_settings
 from libs.logs import configure_logging
+from libs.process import run_event_loop
 
 
 async def serve(settings: Settings) -> None:
@@ -29,7 +28,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings, "gateway")
-    asyncio.run(serve(settings))
+    run_event_loop(serve(settings))
 
 
 if __name__ == "__main__":

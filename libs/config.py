@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_ssl: Literal["disable", "require", "verify-full"] = "disable"
     database_ca_cert: str | None = None
-    database_pool_size: int = 10
-    database_max_overflow: int = 10
+    # Kept open per process; overflow connections are closed after use, so
+    # size the pool for the usual concurrency (7 services share one server).
+    database_pool_size: int = 16
+    database_max_overflow: int = 4
 
     # gRPC
     rpc_timeout: float = 10.0

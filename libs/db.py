@@ -49,7 +49,11 @@ def create_engine(
         async_url(database_url),
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        # No ping before every checkout (a round trip per request): a dead
+        # connection fails its statement instead, SQLAlchemy drops the pool,
+        # and the call fails as UNAVAILABLE, which callers may retry.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         connect_args={
             "ssl": _ssl_context(settings),
             "server_settings": {
@@ -62,6 +66,13 @@ def create_engine(
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for single-statement reads: autocommit, so no BEGIN and
+    ROLLBACK round trips around the one SELECT. Never write through them."""
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(autocommit, expire_on_commit=False)
 
 
 def alembic_config(migrations_dir: Path, schema: str) -> Config:

@@ -23,6 +23,7 @@ from libs.errors import InvalidToken
 ISSUER = "omnihub"
 ALGORITHM = "HS256"
 CLOCK_LEEWAY_SECONDS = 5
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class Audience(enum.StrEnum):
@@ -42,9 +43,15 @@ class TokenClaims:
 
 
 class TokenSigner:
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, cache_size: int = VERIFIED_CACHE_SIZE) -> None:
         if not secret:
             raise ValueError("a signing secret is required")
+        # A token is verified on every request it comes with, and the same
+        # few tokens come again and again (a service's internal token, a
+        # user's access token); remember the claims of good ones until they
+        # expire. Revocation is checked apart from this, on every request.
+        self._verified: dict[tuple[str, Audience], TokenClaims] = {}
+        self._cache_size = cache_size
         self._keys = {
             audience: hmac.new(
                 secret.encode(), audience.value.encode(), hashlib.sha256
@@ -81,6 +88,18 @@ class TokenSigner:
 
     def verify(self, token: str, audience: Audience) -> TokenClaims:
         """Return the claims of a valid token of `audience` or raise InvalidToken."""
+        cached = self._verified.get((token, audience))
+        if cached is not None:
+            if cached.expires_at + CLOCK_LEEWAY_SECONDS > time.time():
+                return cached
+            del self._verified[(token, audience)]
+        claims = self._decode(token, audience)
+        if len(self._verified) >= self._cache_size:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[(token, audience)] = claims
+        return claims
+
+    def _decode(self, token: str, audience: Audience) -> TokenClaims:
         try:
             claims = jwt.decode(
                 token,

@@ -23,7 +23,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from libs.config import Settings
-from libs.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument
+from libs.errors import (
+    DeadlineExceeded,
+    DomainError,
+    Internal,
+    InvalidArgument,
+    Unavailable,
+)
 from libs.grpc.deadline import set_deadline
 from libs.grpc.identity import (
     REQUEST_ID_KEY,
@@ -192,6 +198,9 @@ def _as_domain_error(exc: BaseException) -> DomainError:
         return DeadlineExceeded()
     if _is_bad_data(exc):
         return InvalidArgument("The request contains a value that cannot be stored.")
+    if getattr(exc, "connection_invalidated", False):
+        # The database connection broke; the pool is already replaced.
+        return Unavailable()
     return Internal()
 
 

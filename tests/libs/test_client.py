@@ -122,6 +122,7 @@ class TestServiceConfig:
             "GetMe",
             "ListSessions",
             "ListRevokedSessions",
+            "LookupUsers",
         }
         assert {name["service"] for name in policy["name"]} == {AUTH_SERVICE}
         assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
