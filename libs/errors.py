@@ -106,6 +106,11 @@ class EmailTaken(Conflict):
     default_message = "An account with this e-mail already exists."
 
 
+class NicknameTaken(Conflict):
+    code = "nickname_taken"
+    default_message = "This nickname is taken. Choose another one."
+
+
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
     default_message = "This idempotency key was already used for a different request."

@@ -23,6 +23,8 @@ from libs.grpc.deadline import remaining
 from libs.grpc.identity import AUTHORIZATION_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_KEY
 from libs.tokens import InternalTokenSource
 
+RECONNECT_MIN_MS = 200
+RECONNECT_MAX_MS = 2_000
 _SAFE_LEVELS = {
     descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
     descriptor_pb2.MethodOptions.IDEMPOTENT,
@@ -92,6 +94,12 @@ class Upstreams:
                     ),
                     ("grpc.keepalive_time_ms", 30_000),
                     ("grpc.keepalive_timeout_ms", 10_000),
+                    # gRPC's default reconnect backoff grows to two minutes,
+                    # so a service that was down at start-up would stay
+                    # "unavailable" long after it came up. Cap it at 2 s.
+                    ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
+                    ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
+                    ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
                 ],
             )
             self._channels[service] = channel

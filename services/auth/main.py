@@ -17,7 +17,7 @@ from omnihub.billing.v1 import billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.config import Settings, get_settings
-from libs.db import create_engine, session_factory
+from libs.db import create_engine, read_session_factory, session_factory
 from libs.grpc.server import ServiceDefinition
 from libs.logs import configure_logging, get_logger
 from libs.process import ServiceProcess, main
@@ -49,7 +49,7 @@ class AuthProcess(ServiceProcess):
     def revocation_source(self, engine: AsyncEngine | None) -> RevocationSource:
         """The auth service reads its own sessions table instead of calling itself."""
         assert engine is not None
-        sessions = session_factory(engine)
+        sessions = read_session_factory(engine)
 
         async def source(since: datetime | None) -> RevocationBatch:
             assert self.service is not None
@@ -82,7 +82,9 @@ class AuthProcess(ServiceProcess):
         self._outbox = OutboxRelay(
             sessions, signup_handlers(billing, runtime.upstreams)
         )
-        servicer = rpc.AuthServicer(self.service, sessions, self._outbox)
+        servicer = rpc.AuthServicer(
+            self.service, sessions, read_session_factory(engine), self._outbox
+        )
         return [rpc.definition(servicer)]
 
     async def run_background(self) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     func,
     text,
 )
@@ -46,6 +48,8 @@ class User(Base):
     google_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     auth_provider: Mapped[str] = mapped_column(String(16), server_default="email")
     status: Mapped[str] = mapped_column(String(16), server_default="active")
+    bio: Mapped[str | None] = mapped_column(String(500))
+    is_public_profile: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -55,6 +59,10 @@ class User(Base):
         ),
         CheckConstraint("email = lower(email)", name="users_email_lower"),
     )
+
+
+# Nicknames are unique whatever their letter case (migration 0003).
+Index("users_nickname_lower", func.lower(User.nickname), unique=True)
 
 
 class Admin(Base):

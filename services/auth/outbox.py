@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.grpc.client import Upstreams
 from libs.logs import get_logger
+from libs.revocation import error_summary
 from services.auth import repository
 
 log = get_logger(__name__)
@@ -26,7 +27,7 @@ USER_REGISTERED = "user.registered"
 BATCH_SIZE = 50
 POLL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 300
-FLUSH_TIMEOUT_SECONDS = 3.0
+FLUSH_TIMEOUT_SECONDS = 1.5
 
 Handler = Callable[[dict[str, str]], Awaitable[None]]
 
@@ -44,11 +45,12 @@ class OutboxRelay:
     def wake(self) -> None:
         self._wake.set()
 
-    async def flush(self) -> None:
-        """Deliver what is due now, within a short time; what fails stays due."""
+    async def flush(self, event_id: int) -> None:
+        """Deliver one event now, within a short time; if that fails it stays
+        due and the background loop retries it."""
         try:
             async with asyncio.timeout(FLUSH_TIMEOUT_SECONDS):
-                await self.deliver_due()
+                await self.deliver_due(only_ids=[event_id])
         except Exception as exc:
             log.warning("outbox.flush_incomplete", error=str(exc) or type(exc).__name__)
 
@@ -62,11 +64,12 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
 
-    async def deliver_due(self) -> int:
+    async def deliver_due(self, only_ids: list[int] | None = None) -> int:
         """Deliver one batch of due events; returns how many succeeded."""
         delivered = 0
         async with self._sessions.begin() as db:
-            for event in await repository.claim_due_events(db, BATCH_SIZE):
+            events = await repository.claim_due_events(db, BATCH_SIZE, only_ids)
+            for event in events:
                 try:
                     for handler in self._handlers.get(event.topic, ()):
                         await handler(event.payload)
@@ -81,6 +84,7 @@ class OutboxRelay:
                         topic=event.topic,
                         attempts=event.attempts + 1,
                         retry_in_s=delay,
+                        error=error_summary(exc),
                     )
                     continue
                 await repository.mark_event_delivered(db, event.id)
@@ -98,6 +102,9 @@ def signup_handlers(
             billing_pb2.GrantSignupCreditsRequest(user_id=payload["user_id"]),
             timeout=upstreams.timeout(),
             metadata=upstreams.metadata(),
+            # Nobody is waiting on an error here: ride out a reconnect
+            # instead of failing while the channel backs off.
+            wait_for_ready=True,
         )
 
     return {USER_REGISTERED: [grant_signup_credits]}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from sqlalchemy import and_, delete, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -116,6 +118,52 @@ async def link_google(
         .returning(User)
     )
     return (await db.execute(statement)).scalar_one()
+
+
+# Profiles
+
+NICKNAME_CONSTRAINTS = frozenset({"users_nickname_key", "users_nickname_lower"})
+
+
+class ProfileColumns(TypedDict, total=False):
+    """The columns a user may change about themselves, and nothing else."""
+
+    name: str
+    nickname: str
+    bio: str | None
+    avatar_url: str | None
+    is_public_profile: bool
+
+
+async def update_profile(
+    db: AsyncSession, user_id: uuid.UUID, changes: ProfileColumns
+) -> User | None:
+    """Write profile columns; None when the nickname is held by another
+    account in any letter case.
+
+    The update runs in a savepoint, so a refused nickname leaves the
+    transaction usable for another attempt.
+    """
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(**changes, updated_at=func.now())
+        .returning(User)
+        .execution_options(populate_existing=True)
+    )
+    try:
+        async with db.begin_nested():
+            return (await db.execute(statement)).scalar_one()
+    except IntegrityError as error:
+        if _violated_constraint(error) not in NICKNAME_CONSTRAINTS:
+            raise
+        return None
+
+
+def _violated_constraint(error: IntegrityError) -> str | None:
+    driver_error = error.orig.__cause__ if error.orig is not None else None
+    name = getattr(driver_error, "constraint_name", None)
+    return name if isinstance(name, str) else None
 
 
 # Admins
@@ -370,18 +418,29 @@ async def ping(db: AsyncSession) -> None:
 
 async def add_outbox_event(
     db: AsyncSession, topic: str, payload: dict[str, str]
-) -> None:
-    await db.execute(insert(OutboxEvent).values(topic=topic, payload=payload))
+) -> int:
+    statement = (
+        insert(OutboxEvent)
+        .values(topic=topic, payload=payload)
+        .returning(OutboxEvent.id)
+    )
+    return int((await db.execute(statement)).scalar_one())
 
 
-async def claim_due_events(db: AsyncSession, limit: int) -> list[OutboxEvent]:
-    """Due, undelivered events, locked so that other replicas skip them."""
+async def claim_due_events(
+    db: AsyncSession, limit: int, only_ids: list[int] | None = None
+) -> list[OutboxEvent]:
+    """Due, undelivered events (of `only_ids`, when given), locked so that
+    other replicas skip them."""
+    conditions = [
+        OutboxEvent.delivered_at.is_(None),
+        OutboxEvent.next_attempt_at <= func.now(),
+    ]
+    if only_ids is not None:
+        conditions.append(OutboxEvent.id.in_(only_ids))
     statement = (
         select(OutboxEvent)
-        .where(
-            OutboxEvent.delivered_at.is_(None),
-            OutboxEvent.next_attempt_at <= func.now(),
-        )
+        .where(*conditions)
         .order_by(OutboxEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -8,15 +8,23 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from libs.errors import FieldViolation, InvalidArgument
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
 from services.auth.models import Admin, Session, User
 from services.auth.outbox import OutboxRelay
-from services.auth.service import AuthService, ClientInfo, IssuedTokens
+from services.auth.service import (
+    AuthService,
+    ClientInfo,
+    IssuedTokens,
+    ProfileUpdate,
+)
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -34,6 +42,9 @@ ACCESS = {
     "ListSessions": Access.USER,
     "RevokeSession": Access.USER,
     "GetMe": Access.USER,
+    "GetProfile": Access.USER,
+    "UpdateProfile": Access.USER,
+    "RegenerateNickname": Access.USER,
 }
 
 
@@ -42,10 +53,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self,
         service: AuthService,
         sessions: async_sessionmaker[AsyncSession],
+        reads: async_sessionmaker[AsyncSession],
         outbox: OutboxRelay,
     ) -> None:
         self._service = service
         self._sessions = sessions
+        # Autocommit sessions for the one-SELECT reads that run on every page.
+        self._reads = reads
         self._outbox = outbox
 
     async def Register(
@@ -59,7 +73,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         # Sign-up credits usually land before the reply; if billing is slow or
         # down, the outbox keeps retrying in the background.
-        await self._outbox.flush()
+        if signed_in.outbox_event_id is not None:
+            await self._outbox.flush(signed_in.outbox_event_id)
         return auth_pb2.RegisterResponse(
             tokens=_token_pair(signed_in.tokens), user=_user(signed_in.user)
         )
@@ -88,6 +103,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             signed_in = await self._service.google_sign_in(
                 db, request.credential, client
             )
+        if signed_in.outbox_event_id is not None:
+            await self._outbox.flush(signed_in.outbox_event_id)
         return auth_pb2.GoogleSignInResponse(
             tokens=_token_pair(signed_in.tokens),
             user=_user(signed_in.user),
@@ -124,7 +141,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ListSessionsRequest, context: Context
     ) -> auth_pb2.ListSessionsResponse:
         caller = current_caller()
-        async with self._sessions() as db:
+        async with self._reads() as db:
             sessions = await self._service.list_sessions(db, caller.user_id)
         return auth_pb2.ListSessionsResponse(
             sessions=[_session(s, caller.session_id) for s in sessions]
@@ -142,9 +159,44 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: Context
     ) -> auth_pb2.GetMeResponse:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             user = await self._service.me(db, current_caller().user_id)
         return auth_pb2.GetMeResponse(user=_user(user))
+
+    async def GetProfile(
+        self, request: auth_pb2.GetProfileRequest, context: Context
+    ) -> auth_pb2.GetProfileResponse:
+        async with self._reads() as db:
+            user = await self._service.me(db, current_caller().user_id)
+        return auth_pb2.GetProfileResponse(profile=_profile(user))
+
+    async def UpdateProfile(
+        self, request: auth_pb2.UpdateProfileRequest, context: Context
+    ) -> auth_pb2.UpdateProfileResponse:
+        _refuse_unknown_fields(request)
+        update = ProfileUpdate(
+            name=request.name if request.HasField("name") else None,
+            nickname=request.nickname if request.HasField("nickname") else None,
+            bio=request.bio if request.HasField("bio") else None,
+            avatar_url=request.avatar_url if request.HasField("avatar_url") else None,
+            is_public_profile=(
+                request.is_public_profile
+                if request.HasField("is_public_profile")
+                else None
+            ),
+        )
+        async with self._sessions.begin() as db:
+            user = await self._service.update_profile(
+                db, current_caller().user_id, update
+            )
+        return auth_pb2.UpdateProfileResponse(profile=_profile(user))
+
+    async def RegenerateNickname(
+        self, request: auth_pb2.RegenerateNicknameRequest, context: Context
+    ) -> auth_pb2.RegenerateNicknameResponse:
+        async with self._sessions.begin() as db:
+            user = await self._service.regenerate_nickname(db, current_caller().user_id)
+        return auth_pb2.RegenerateNicknameResponse(profile=_profile(user))
 
     async def AdminLogin(
         self, request: auth_pb2.AdminLoginRequest, context: Context
@@ -176,7 +228,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if request.HasField("revoked_after")
             else None
         )
-        async with self._sessions() as db:
+        async with self._reads() as db:
             session_ids, as_of = await self._service.revoked_since(db, since)
         return auth_pb2.ListRevokedSessionsResponse(
             session_ids=[str(s) for s in session_ids], as_of=_timestamp(as_of)
@@ -185,7 +237,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def LookupUsers(
         self, request: auth_pb2.LookupUsersRequest, context: Context
     ) -> auth_pb2.LookupUsersResponse:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             users = await self._service.lookup_users(
                 db, list(request.user_ids), request.email
             )
@@ -238,6 +290,34 @@ def _user(user: User) -> auth_pb2.User:
         auth_provider=user.auth_provider,
         created_at=_timestamp(user.created_at),
     )
+
+
+def _profile(user: User) -> auth_pb2.Profile:
+    return auth_pb2.Profile(
+        id=str(user.id),
+        email=user.email,
+        name=user.name,
+        nickname=user.nickname,
+        bio=user.bio or "",
+        avatar_url=user.avatar_url or "",
+        is_public_profile=user.is_public_profile,
+        created_at=_timestamp(user.created_at),
+        updated_at=_timestamp(user.updated_at),
+    )
+
+
+def _refuse_unknown_fields(request: Message) -> None:
+    """Refuse fields this build does not know instead of dropping them: a
+    caller built from a newer contract must not believe a change was made."""
+    unknown = unknown_fields.UnknownFieldSet(request)
+    numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
+    if numbers:
+        raise InvalidArgument(
+            f"This service does not know field {numbers[0]} of the request.",
+            violations=tuple(
+                FieldViolation(str(number), "Unknown field.") for number in numbers
+            ),
+        )
 
 
 def _session(session: Session, current_session_id: str | None) -> auth_pb2.Session:

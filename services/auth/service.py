@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +24,7 @@ from libs.errors import (
     InvalidArgument,
     InvalidCredentials,
     InvalidToken,
+    NicknameTaken,
     NotFound,
     RateLimited,
     Unauthenticated,
@@ -47,6 +50,22 @@ MAX_LOOKUP_USERS = 500
 REVOCATION_OVERLAP = timedelta(seconds=10)
 ENDED_SESSION_RETENTION = timedelta(days=30)
 NICKNAME_ATTEMPTS = 8
+MIN_NICKNAME_LENGTH = 3
+MAX_NICKNAME_LENGTH = 30
+# ASCII only: a nickname is typed into URLs, and letters of other scripts
+# that look like Latin ones would let one member pass as another.
+NICKNAME_PATTERN = re.compile(
+    rf"[A-Za-z0-9_-]{{{MIN_NICKNAME_LENGTH},{MAX_NICKNAME_LENGTH}}}"
+)
+# Names a member could use to pass as staff in the community.
+RESERVED_NICKNAMES = frozenset(
+    {"admin", "administrator", "moderator", "omnihub", "staff", "support", "system"}
+)
+MAX_BIO_LENGTH = 500
+MAX_AVATAR_URL_LENGTH = 2048
+# Line breaks and tabs are how a bio is laid out; other control characters
+# (NUL above all, which PostgreSQL text cannot hold) have no place in one.
+BIO_LAYOUT_CHARACTERS = frozenset("\n\r\t")
 ADJECTIVES = (
     "Cosmic",
     "Stellar",
@@ -101,6 +120,8 @@ class SignedIn:
     tokens: IssuedTokens
     user: User
     created: bool = False
+    # The outbox event a new account set off, to deliver right after commit.
+    outbox_event_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,106 @@ def _validate_registration(email: str, password: str, name: str) -> None:
         )
     if violations:
         raise InvalidArgument(violations[0].message, violations=tuple(violations))
+
+
+@dataclass(frozen=True)
+class ProfileUpdate:
+    """What a user asked to change about themselves. None leaves a field as
+    it is; an empty bio or avatar URL removes it."""
+
+    name: str | None = None
+    nickname: str | None = None
+    bio: str | None = None
+    avatar_url: str | None = None
+    is_public_profile: bool | None = None
+
+
+def _has_control_characters(text: str, allowed: frozenset[str] = frozenset()) -> bool:
+    return any(
+        unicodedata.category(char) == "Cc" and char not in allowed for char in text
+    )
+
+
+def _name_violation(name: str) -> FieldViolation | None:
+    if not name or len(name) > MAX_NAME_LENGTH:
+        return FieldViolation(
+            "name", f"Enter a name of 1 to {MAX_NAME_LENGTH} characters."
+        )
+    if _has_control_characters(name):
+        return FieldViolation("name", "A name cannot contain control characters.")
+    return None
+
+
+def _nickname_violation(nickname: str) -> FieldViolation | None:
+    if NICKNAME_PATTERN.fullmatch(nickname):
+        return None
+    return FieldViolation(
+        "nickname",
+        f"A nickname has {MIN_NICKNAME_LENGTH} to {MAX_NICKNAME_LENGTH} "
+        "characters: letters A-Z, digits, '_' or '-'.",
+    )
+
+
+def _bio_violation(bio: str) -> FieldViolation | None:
+    if len(bio) > MAX_BIO_LENGTH:
+        return FieldViolation("bio", f"A bio has at most {MAX_BIO_LENGTH} characters.")
+    if _has_control_characters(bio, BIO_LAYOUT_CHARACTERS):
+        return FieldViolation(
+            "bio", "A bio cannot contain control characters other than line breaks."
+        )
+    return None
+
+
+def _avatar_url_violation(url: str) -> FieldViolation | None:
+    """Only https: the URL is shown to other members' browsers, which must not
+    be sent to plain http, javascript: or data: addresses."""
+    message = (
+        f"The avatar must be an https:// URL of at most "
+        f"{MAX_AVATAR_URL_LENGTH} characters."
+    )
+    if len(url) > MAX_AVATAR_URL_LENGTH or any(
+        char.isspace() or unicodedata.category(char) == "Cc" for char in url
+    ):
+        return FieldViolation("avatar_url", message)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6] host
+        return FieldViolation("avatar_url", message)
+    if parts.scheme != "https" or not host:
+        return FieldViolation("avatar_url", message)
+    if parts.username is not None or parts.password is not None:
+        return FieldViolation(
+            "avatar_url", "The avatar URL must not contain a user name or password."
+        )
+    return None
+
+
+def _profile_columns(update: ProfileUpdate) -> repository.ProfileColumns:
+    """The columns to write for `update`, or InvalidArgument naming every
+    field that is not acceptable. Text is trimmed first."""
+    columns: repository.ProfileColumns = {}
+    violations: list[FieldViolation | None] = []
+    if update.name is not None:
+        columns["name"] = update.name.strip()
+        violations.append(_name_violation(columns["name"]))
+    if update.nickname is not None:
+        columns["nickname"] = update.nickname.strip()
+        violations.append(_nickname_violation(columns["nickname"]))
+    if update.bio is not None:
+        bio = update.bio.strip()
+        violations.append(_bio_violation(bio))
+        columns["bio"] = bio or None
+    if update.avatar_url is not None:
+        url = update.avatar_url.strip()
+        violations.append(_avatar_url_violation(url) if url else None)
+        columns["avatar_url"] = url or None
+    if update.is_public_profile is not None:
+        columns["is_public_profile"] = update.is_public_profile
+    found = tuple(v for v in violations if v is not None)
+    if found:
+        raise InvalidArgument(found[0].message, violations=found)
+    return columns
 
 
 def _random_nickname() -> str:
@@ -216,12 +337,12 @@ class AuthService:
         user = await self._insert_user(
             db, email=email, name=name.strip(), password_hash=password_hash
         )
-        await repository.add_outbox_event(
+        event_id = await repository.add_outbox_event(
             db, USER_REGISTERED, {"user_id": str(user.id)}
         )
         tokens = await self._open_user_session(db, user, client)
         log.info("user.registered", user_id=str(user.id), provider="email")
-        return SignedIn(tokens, user, created=True)
+        return SignedIn(tokens, user, created=True, outbox_event_id=event_id)
 
     async def _insert_user(
         self,
@@ -273,6 +394,7 @@ class AuthService:
         if not identity.email_verified:
             raise InvalidToken("Google has not verified this e-mail address.")
         created = False
+        event_id = None
         user = await repository.user_by_google_id(db, identity.subject)
         if user is None:
             email = normalize_email(identity.email)
@@ -295,13 +417,13 @@ class AuthService:
                     avatar_url=identity.picture,
                 )
                 created = True
-                await repository.add_outbox_event(
+                event_id = await repository.add_outbox_event(
                     db, USER_REGISTERED, {"user_id": str(user.id)}
                 )
                 log.info("user.registered", user_id=str(user.id), provider="google")
         self._require_active(user)
         tokens = await self._open_user_session(db, user, client)
-        return SignedIn(tokens, user, created)
+        return SignedIn(tokens, user, created, event_id)
 
     async def me(self, db: AsyncSession, user_id: str) -> User:
         parsed = parse_uuid(user_id)
@@ -327,6 +449,38 @@ class AuthService:
             if user is not None and user not in found:
                 found.append(user)
         return found
+
+    # Profiles: always the caller's own account.
+
+    async def update_profile(
+        self, db: AsyncSession, user_id: str, update: ProfileUpdate
+    ) -> User:
+        user = await self.me(db, user_id)
+        columns = _profile_columns(update)
+        if not columns:
+            return user
+        nickname = columns.get("nickname")
+        if nickname is not None and nickname.lower() in RESERVED_NICKNAMES:
+            raise NicknameTaken()
+        updated = await repository.update_profile(db, user.id, columns)
+        if updated is None:
+            raise NicknameTaken()
+        log.info("profile.updated", user_id=str(user.id), fields=sorted(columns))
+        return updated
+
+    async def regenerate_nickname(self, db: AsyncSession, user_id: str) -> User:
+        user = await self.me(db, user_id)
+        for _ in range(NICKNAME_ATTEMPTS):
+            nickname = _random_nickname()
+            if nickname.lower() == user.nickname.lower():
+                continue
+            updated = await repository.update_profile(
+                db, user.id, {"nickname": nickname}
+            )
+            if updated is not None:
+                log.info("profile.nickname_regenerated", user_id=str(user.id))
+                return updated
+        raise Conflict("Could not find a free nickname. Try again.")
 
     @staticmethod
     def _require_active(user: User) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 from libs.config import Settings
 from services.billing.main import BillingProcess
+from tests.fakes.google import FakeGoogle
 from tests.gateway.factories import (
     extra_gateway,
     login,
@@ -83,3 +85,13 @@ async def _wait_for_credits(http: object, auth: dict[str, str]) -> float | None:
             return float(credits)
         await asyncio.sleep(0.25)
     return credits
+
+
+async def test_google_sign_up_gets_the_signup_credits(
+    gateway: ServedApp, google: FakeGoogle
+) -> None:
+    token = google.id_token(email=f"g-{uuid.uuid4().hex[:10]}@gmail.com")
+    async with gateway.client() as http:
+        response = await http.post("/api/auth/google", json={"credential": token})
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["credits"] == SIGNUP_CREDITS

@@ -123,6 +123,7 @@ class TestServiceConfig:
             "ListSessions",
             "ListRevokedSessions",
             "LookupUsers",
+            "GetProfile",
         }
         assert {name["service"] for name in policy["name"]} == {AUTH_SERVICE}
         assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]

@@ -694,3 +694,199 @@ class LookupUsersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LookupUsersResponse: _TypeAlias = LookupUsersResponse  # noqa: Y015
+
+@_typing.final
+class Profile(_message.Message):
+    """What a user shows about themselves. Counts of generations and posts are
+    not here: the generation service owns them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NICKNAME_FIELD_NUMBER: _builtins.int
+    BIO_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    IS_PUBLIC_PROFILE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    email: _builtins.str
+    name: _builtins.str
+    nickname: _builtins.str
+    """Unique regardless of letter case; 3 to 30 letters, digits, `_` or `-`."""
+    bio: _builtins.str
+    """Empty when the user has written none."""
+    avatar_url: _builtins.str
+    """An https URL, or empty when the user has none."""
+    is_public_profile: _builtins.bool
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        name: _builtins.str = ...,
+        nickname: _builtins.str = ...,
+        bio: _builtins.str = ...,
+        avatar_url: _builtins.str = ...,
+        is_public_profile: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "bio", b"bio", "created_at", b"created_at", "email", b"email", "id", b"id", "is_public_profile", b"is_public_profile", "name", b"name", "nickname", b"nickname", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
+@_typing.final
+class GetProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
+
+@_typing.final
+class GetProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfileResponse: _TypeAlias = GetProfileResponse  # noqa: Y015
+
+@_typing.final
+class UpdateProfileRequest(_message.Message):
+    """Only the fields that are set change. An empty bio or avatar_url clears it;
+    an empty name or nickname is refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NICKNAME_FIELD_NUMBER: _builtins.int
+    BIO_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    IS_PUBLIC_PROFILE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    nickname: _builtins.str
+    bio: _builtins.str
+    avatar_url: _builtins.str
+    is_public_profile: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str | None = ...,
+        nickname: _builtins.str | None = ...,
+        bio: _builtins.str | None = ...,
+        avatar_url: _builtins.str | None = ...,
+        is_public_profile: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url", "_bio", b"_bio", "_is_public_profile", b"_is_public_profile", "_name", b"_name", "_nickname", b"_nickname", "avatar_url", b"avatar_url", "bio", b"bio", "is_public_profile", b"is_public_profile", "name", b"name", "nickname", b"nickname"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url", "_bio", b"_bio", "_is_public_profile", b"_is_public_profile", "_name", b"_name", "_nickname", b"_nickname", "avatar_url", b"avatar_url", "bio", b"bio", "is_public_profile", b"is_public_profile", "name", b"name", "nickname", b"nickname"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avatar_url: _TypeAlias = _typing.Literal["avatar_url"]  # noqa: Y015
+    _WhichOneofArgType__avatar_url: _TypeAlias = _typing.Literal["_avatar_url", b"_avatar_url"]  # noqa: Y015
+    _WhichOneofReturnType__bio: _TypeAlias = _typing.Literal["bio"]  # noqa: Y015
+    _WhichOneofArgType__bio: _TypeAlias = _typing.Literal["_bio", b"_bio"]  # noqa: Y015
+    _WhichOneofReturnType__is_public_profile: _TypeAlias = _typing.Literal["is_public_profile"]  # noqa: Y015
+    _WhichOneofArgType__is_public_profile: _TypeAlias = _typing.Literal["_is_public_profile", b"_is_public_profile"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__nickname: _TypeAlias = _typing.Literal["nickname"]  # noqa: Y015
+    _WhichOneofArgType__nickname: _TypeAlias = _typing.Literal["_nickname", b"_nickname"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avatar_url) -> _WhichOneofReturnType__avatar_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bio) -> _WhichOneofReturnType__bio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_public_profile) -> _WhichOneofReturnType__is_public_profile | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nickname) -> _WhichOneofReturnType__nickname | None: ...
+
+Global___UpdateProfileRequest: _TypeAlias = UpdateProfileRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProfileResponse: _TypeAlias = UpdateProfileResponse  # noqa: Y015
+
+@_typing.final
+class RegenerateNicknameRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateNicknameRequest: _TypeAlias = RegenerateNicknameRequest  # noqa: Y015
+
+@_typing.final
+class RegenerateNicknameResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___Profile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateNicknameResponse: _TypeAlias = RegenerateNicknameResponse  # noqa: Y015

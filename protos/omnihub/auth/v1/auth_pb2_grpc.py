@@ -82,6 +82,21 @@ class AuthServiceStub:
                 request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeRequest.SerializeToString,
                 response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeResponse.FromString,
                 _registered_method=True)
+        self.GetProfile = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/GetProfile',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileResponse.FromString,
+                _registered_method=True)
+        self.UpdateProfile = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/UpdateProfile',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileResponse.FromString,
+                _registered_method=True)
+        self.RegenerateNickname = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/RegenerateNickname',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameResponse.FromString,
+                _registered_method=True)
         self.AdminLogin = channel.unary_unary(
                 '/omnihub.auth.v1.AuthService/AdminLogin',
                 request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.AdminLoginRequest.SerializeToString,
@@ -168,6 +183,29 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProfile(self, request, context):
+        """User: the caller's own profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProfile(self, request, context):
+        """User: changes the fields of the caller's profile that are set in the
+        request; the others are kept. Email, status and sign-in provider are not
+        part of a profile and cannot change here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegenerateNickname(self, request, context):
+        """User: gives the caller a new random nickname that nobody else holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AdminLogin(self, request, context):
         """Public, called by the gateway: operator sign-in.
         """
@@ -238,6 +276,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetMe,
                     request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeRequest.FromString,
                     response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeResponse.SerializeToString,
+            ),
+            'GetProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfile,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileResponse.SerializeToString,
+            ),
+            'UpdateProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProfile,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileResponse.SerializeToString,
+            ),
+            'RegenerateNickname': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateNickname,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameResponse.SerializeToString,
             ),
             'AdminLogin': grpc.unary_unary_rpc_method_handler(
                     servicer.AdminLogin,
@@ -501,6 +554,87 @@ class AuthService:
             '/omnihub.auth.v1.AuthService/GetMe',
             omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeRequest.SerializeToString,
             omnihub_dot_auth_dot_v1_dot_auth__pb2.GetMeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/GetProfile',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.GetProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/UpdateProfile',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateNickname(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/RegenerateNickname',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.RegenerateNicknameResponse.FromString,
             options,
             channel_credentials,
             insecure,

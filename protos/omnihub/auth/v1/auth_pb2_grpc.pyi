@@ -54,6 +54,15 @@ class AuthServiceStub:
     """User: ends one of the caller's sessions."""
     GetMe: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]
     """User: the caller's account."""
+    GetProfile: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetProfileRequest, _auth_pb2.GetProfileResponse]
+    """User: the caller's own profile."""
+    UpdateProfile: _grpc.UnaryUnaryMultiCallable[_auth_pb2.UpdateProfileRequest, _auth_pb2.UpdateProfileResponse]
+    """User: changes the fields of the caller's profile that are set in the
+    request; the others are kept. Email, status and sign-in provider are not
+    part of a profile and cannot change here.
+    """
+    RegenerateNickname: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RegenerateNicknameRequest, _auth_pb2.RegenerateNicknameResponse]
+    """User: gives the caller a new random nickname that nobody else holds."""
     AdminLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.AdminLoginRequest, _auth_pb2.AdminLoginResponse]
     """Public, called by the gateway: operator sign-in."""
     LookupUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LookupUsersRequest, _auth_pb2.LookupUsersResponse]
@@ -91,6 +100,15 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """User: ends one of the caller's sessions."""
     GetMe: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]  # type: ignore[assignment]
     """User: the caller's account."""
+    GetProfile: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetProfileRequest, _auth_pb2.GetProfileResponse]  # type: ignore[assignment]
+    """User: the caller's own profile."""
+    UpdateProfile: _aio.UnaryUnaryMultiCallable[_auth_pb2.UpdateProfileRequest, _auth_pb2.UpdateProfileResponse]  # type: ignore[assignment]
+    """User: changes the fields of the caller's profile that are set in the
+    request; the others are kept. Email, status and sign-in provider are not
+    part of a profile and cannot change here.
+    """
+    RegenerateNickname: _aio.UnaryUnaryMultiCallable[_auth_pb2.RegenerateNicknameRequest, _auth_pb2.RegenerateNicknameResponse]  # type: ignore[assignment]
+    """User: gives the caller a new random nickname that nobody else holds."""
     AdminLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.AdminLoginRequest, _auth_pb2.AdminLoginResponse]  # type: ignore[assignment]
     """Public, called by the gateway: operator sign-in."""
     LookupUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.LookupUsersRequest, _auth_pb2.LookupUsersResponse]  # type: ignore[assignment]
@@ -179,6 +197,33 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetMeResponse, _abc.Awaitable[_auth_pb2.GetMeResponse]]:
         """User: the caller's account."""
+
+    @_abc_1.abstractmethod
+    def GetProfile(
+        self,
+        request: _auth_pb2.GetProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetProfileResponse, _abc.Awaitable[_auth_pb2.GetProfileResponse]]:
+        """User: the caller's own profile."""
+
+    @_abc_1.abstractmethod
+    def UpdateProfile(
+        self,
+        request: _auth_pb2.UpdateProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.UpdateProfileResponse, _abc.Awaitable[_auth_pb2.UpdateProfileResponse]]:
+        """User: changes the fields of the caller's profile that are set in the
+        request; the others are kept. Email, status and sign-in provider are not
+        part of a profile and cannot change here.
+        """
+
+    @_abc_1.abstractmethod
+    def RegenerateNickname(
+        self,
+        request: _auth_pb2.RegenerateNicknameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RegenerateNicknameResponse, _abc.Awaitable[_auth_pb2.RegenerateNicknameResponse]]:
+        """User: gives the caller a new random nickname that nobody else holds."""
 
     @_abc_1.abstractmethod
     def AdminLogin(
