@@ -4,12 +4,14 @@
 
 In order: PostgreSQL (DATABASE_URL, or an embedded server kept under
 .data/postgres), the JWT secret (JWT_SECRET, or a development secret kept in
-.data/jwt_secret), every schema migrated, the operator account seeded, then
-every process in `PROGRAMS` started as a child that gets this environment
-whole. Once each one answers its readiness probe, the runner prints where
-the API docs are. Ctrl-C or SIGTERM stops the children (SIGTERM, then
-SIGKILL after a grace period) and the embedded PostgreSQL; a child that dies
-on its own stops the rest, and the runner exits with status 1.
+.data/jwt_secret), Razorpay (RAZORPAY_KEY_ID, or the local simulator with
+keys kept in .data/razorpay_simulator.json), every schema migrated, the
+operator account seeded, then every process in `PROGRAMS` (and the Razorpay
+simulator) started as a child that gets this environment whole. Once each
+one answers its readiness probe, the runner prints where the API docs are.
+Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a grace
+period) and the embedded PostgreSQL; a child that dies on its own stops the
+rest, and the runner exits with status 1.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import os
 import secrets
 import signal
+import socket
+import string
 import sys
 import warnings
 from collections.abc import Awaitable, Iterator
@@ -47,6 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".data"
 POSTGRES_DIR = DATA_DIR / "postgres"
 JWT_SECRET_FILE = DATA_DIR / "jwt_secret"
+RAZORPAY_SIMULATOR_FILE = DATA_DIR / "razorpay_simulator.json"
+RAZORPAY_SIMULATOR_PORT = 3101
+SIMULATOR_KEY_NAMES = {"key_id", "key_secret", "webhook_secret"}
 DATABASE_NAME = "omnihub"
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -110,6 +118,38 @@ SETUP_STAGES: tuple[tuple[Program, ...], ...] = (
 )
 
 PREFIX_WIDTH = max(len(program.name) for program in PROGRAMS)
+
+
+@dataclass(frozen=True)
+class SimulatedRazorpay:
+    """The local Razorpay simulator this run starts, and its keys."""
+
+    port: int
+    key_id: str
+    key_secret: str
+    webhook_secret: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def program(self) -> Program:
+        return Program(
+            "razorpay", "deploy.simulators.razorpay", ("--port", str(self.port))
+        )
+
+    def environment(self, gateway_port: int) -> dict[str, str]:
+        """Billing's Razorpay settings, and the simulator's own: it sends its
+        webhooks to the gateway, which hands them to billing."""
+        return {
+            "RAZORPAY_BASE_URL": self.url,
+            "RAZORPAY_KEY_ID": self.key_id,
+            "RAZORPAY_KEY_SECRET": self.key_secret,
+            "RAZORPAY_WEBHOOK_SECRET": self.webhook_secret,
+            "RAZORPAY_WEBHOOK_URL": (
+                f"http://127.0.0.1:{gateway_port}/api/payments/webhook"
+            ),
+        }
 
 
 class Stopped(Exception):
@@ -351,7 +391,7 @@ async def wait_until_ready(settings: Settings) -> None:
         ) from None
 
 
-def print_welcome(settings: Settings) -> None:
+def print_welcome(settings: Settings, razorpay: SimulatedRazorpay | None) -> None:
     base = f"http://localhost:{settings.port}"
     docs = f"{base}/docs" if settings.show_docs else "off (DOCS_ENABLED=false)"
     if settings.admin_username and settings.admin_password:
@@ -365,12 +405,30 @@ def print_welcome(settings: Settings) -> None:
         f"then POST {base}/api/auth/login\n"
         f"  Operator:  POST {base}/api/admin/login "
         f'{{"username": "{admin}", "password": <{password}>}}\n'
+        f"{_payments_line(settings, razorpay, base)}"
         "  Stop:      Ctrl-C\n",
         flush=True,
     )
 
 
-async def supervise(settings: Settings, env: dict[str, str]) -> None:
+def _payments_line(
+    settings: Settings, razorpay: SimulatedRazorpay | None, base: str
+) -> str:
+    if razorpay is not None:
+        return (
+            f"  Payments:  SIMULATED (Razorpay simulator at {razorpay.url}; set "
+            "RAZORPAY_KEY_ID for real ones). Buy credits: POST "
+            f"{base}/api/payments/create-order, then "
+            f"{base}/api/payments/simulated-checkout and /api/payments/verify\n"
+        )
+    if settings.razorpay_key_id:
+        return f"  Payments:  Razorpay at {settings.razorpay_base_url}\n"
+    return "  Payments:  off (no RAZORPAY_KEY_ID)\n"
+
+
+async def supervise(
+    settings: Settings, env: dict[str, str], razorpay: SimulatedRazorpay | None
+) -> None:
     """Run the suite until a signal (returns) or a failure (raises)."""
     suite = Suite(env)
     loop = asyncio.get_running_loop()
@@ -379,9 +437,12 @@ async def supervise(settings: Settings, env: dict[str, str]) -> None:
     try:
         for stage in SETUP_STAGES:
             await suite.guard(suite.run_stage(stage))
+        # The simulator starts first: billing calls it from its first order.
+        if razorpay is not None:
+            await suite.start((razorpay.program(),))
         await suite.start(PROGRAMS)
         await suite.guard(wait_until_ready(settings))
-        print_welcome(settings)
+        print_welcome(settings, razorpay)
         await suite.until_stopped()
     except Interrupted:
         log.info("suite.stopping")
@@ -419,6 +480,70 @@ def signing_secret(settings: Settings) -> str:
     if settings.is_production:
         raise SuiteFailed("JWT_SECRET is required when ENVIRONMENT=production")
     return development_secret()
+
+
+def simulated_razorpay(settings: Settings) -> SimulatedRazorpay | None:
+    """The Razorpay simulator for a run without RAZORPAY_KEY_ID (never in
+    production, where payments then stay off): its keys are made on first
+    use and kept in .data, so orders survive a restart, and it listens on
+    RAZORPAY_SIMULATOR_PORT, or 3101 if free, or any free port."""
+    if settings.razorpay_key_id or settings.is_production:
+        return None
+    keys = _simulator_keys()
+    configured = os.environ.get("RAZORPAY_SIMULATOR_PORT")
+    if configured:
+        try:
+            port = int(configured)
+        except ValueError:
+            raise SuiteFailed("RAZORPAY_SIMULATOR_PORT must be a port number") from None
+    else:
+        port = _free_port(RAZORPAY_SIMULATOR_PORT)
+    log.warning(
+        "razorpay.simulated",
+        port=port,
+        hint="RAZORPAY_KEY_ID is unset, so payments go to the local Razorpay "
+        "simulator. Set RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET for real ones.",
+    )
+    return SimulatedRazorpay(port, **keys)
+
+
+def _simulator_keys() -> dict[str, str]:
+    if RAZORPAY_SIMULATOR_FILE.exists():
+        with contextlib.suppress(ValueError):
+            kept = json.loads(RAZORPAY_SIMULATOR_FILE.read_text())
+            if isinstance(kept, dict) and kept.keys() == SIMULATOR_KEY_NAMES:
+                return {name: str(kept[name]) for name in SIMULATOR_KEY_NAMES}
+    alphabet = string.ascii_letters + string.digits
+    keys = {
+        "key_id": "rzp_test_" + "".join(secrets.choice(alphabet) for _ in range(14)),
+        "key_secret": secrets.token_urlsafe(24),
+        "webhook_secret": secrets.token_urlsafe(24),
+    }
+    _write_private(RAZORPAY_SIMULATOR_FILE, json.dumps(keys) + "\n")
+    log.info("razorpay.simulator_keys_generated", path=str(RAZORPAY_SIMULATOR_FILE))
+    return keys
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read."""
+    DATA_DIR.mkdir(exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)  # an existing file kept its old mode
+
+
+def _free_port(preferred: int) -> int:
+    """`preferred` if nothing listens there, else one the system picks."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise SuiteFailed("no free port for the Razorpay simulator")
 
 
 async def create_database(server_url: str, name: str) -> None:
@@ -469,7 +594,11 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
-def child_environment(database_url: str, jwt_secret: str) -> dict[str, str]:
+def child_environment(
+    database_url: str,
+    jwt_secret: str,
+    razorpay: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The runner's environment, which every child gets whole, plus what the
     runner chose."""
     search_path = [str(ROOT), str(ROOT / "protos")]
@@ -477,6 +606,7 @@ def child_environment(database_url: str, jwt_secret: str) -> dict[str, str]:
         search_path.append(os.environ["PYTHONPATH"])
     return {
         **os.environ,
+        **(razorpay or {}),
         "DATABASE_URL": database_url,
         "JWT_SECRET": jwt_secret,
         "PYTHONPATH": os.pathsep.join(search_path),
@@ -498,9 +628,14 @@ def main() -> None:
     configure_logging(settings, "local")
     try:
         secret = signing_secret(settings)
+        razorpay = simulated_razorpay(settings)
         with database(settings) as database_url:
-            env = child_environment(database_url, secret)
-            asyncio.run(supervise(settings, env))
+            env = child_environment(
+                database_url,
+                secret,
+                razorpay.environment(settings.port) if razorpay else None,
+            )
+            asyncio.run(supervise(settings, env, razorpay))
     except SuiteFailed as failure:
         log.error("suite.failed", reason=str(failure))
         sys.exit(1)

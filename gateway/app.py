@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.errors import ErrorBody, install_error_handlers
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from gateway.routers import auth, billing, catalog, health
+from gateway.routers import auth, billing, catalog, health, payments, profile
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.runtime import Runtime
@@ -48,6 +48,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         auth.admin_router,
         catalog.router,
         billing.router,
+        payments.router,
+        profile.router,
     )
     for router in routers:
         app.include_router(router)

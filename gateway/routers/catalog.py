@@ -1,6 +1,7 @@
 """/api/models, /api/chat/models, /api/upscale/models and calculate,
 /api/pricing-settings and /api/settings/google-client-id: the model catalog
-and prices, served from the catalog service.
+and prices, served from the catalog service (and, for the sign-up credits
+on /api/pricing-settings, billing).
 
 The model lists are read on every page, change rarely and are the same for
 everyone, so the gateway keeps each list's rendered JSON per catalog version
@@ -25,7 +26,8 @@ from google.protobuf.json_format import MessageToDict
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pydantic import TypeAdapter
 
-from gateway.deps import UserDep, get_settings, get_upstream
+from gateway.deps import UserDep, get_settings
+from gateway.routers.payments import free_credits
 from gateway.schemas.catalog import (
     ChatModelOut,
     ChoiceOut,
@@ -35,11 +37,11 @@ from gateway.schemas.catalog import (
     PriceBody,
     PriceBreakdownOut,
     PriceOut,
-    PricingSettingsOut,
     UpscaleModelOut,
     UpscaleQuoteBody,
     UpscaleQuoteOut,
 )
+from gateway.schemas.payments import PricingAndSignupOut
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
@@ -165,10 +167,7 @@ def _fresh(listing: Listing) -> bool:
 
 
 async def get_catalog(request: Request) -> CatalogClient:
-    client: CatalogClient | None = getattr(request.app.state, "catalog", None)
-    if client is None:
-        client = CatalogClient(get_upstream(request))
-        request.app.state.catalog = client
+    client: CatalogClient = request.app.state.catalog
     return client
 
 
@@ -430,19 +429,24 @@ async def quote_upscale(
     )
 
 
-@router.get("/api/pricing-settings")
-async def pricing_settings(catalog: CatalogDep) -> PricingSettingsOut:
-    """Margins (percent) and the credit price (US dollars), for previews."""
-    reply = await catalog.upstream.call(
-        catalog.stub.GetPricingSettings, catalog_pb2.GetPricingSettingsRequest()
+@router.get("/api/pricing-settings", response_model_exclude_none=True)
+async def pricing_settings(catalog: CatalogDep) -> PricingAndSignupOut:
+    """Margins (percent) and the credit price (US dollars), for previews, and
+    `freeCredits`, the credits a new account starts with (from billing)."""
+    reply, free = await asyncio.gather(
+        catalog.upstream.call(
+            catalog.stub.GetPricingSettings, catalog_pb2.GetPricingSettingsRequest()
+        ),
+        free_credits(catalog.upstream),
     )
     settings = reply.settings
-    return PricingSettingsOut(
+    return PricingAndSignupOut(
         profit_margin=_decimal(settings.profit_margin),
         profit_margin_image=_decimal(settings.profit_margin_image),
         profit_margin_video=_decimal(settings.profit_margin_video),
         profit_margin_chat=_decimal(settings.profit_margin_chat),
         credit_price=_amount(settings.credit_price_micros),
+        free_credits=free,
     )
 
 

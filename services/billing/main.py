@@ -11,17 +11,21 @@ import asyncio
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.config import Settings, get_settings
-from libs.db import create_engine, session_factory
+from libs.db import create_engine, read_session_factory, session_factory
 from libs.errors import format_credits
 from libs.grpc.server import ServiceDefinition
 from libs.logs import configure_logging, get_logger
 from libs.process import ServiceProcess, main
 from libs.runtime import Runtime
 from services.billing import rpc
+from services.billing.checkout_simulator import CheckoutSimulator
 from services.billing.models import SCHEMA
+from services.billing.payments import PaymentService, is_simulated
+from services.billing.razorpay import RazorpayClient
 from services.billing.repository import Unbalanced
 from services.billing.service import BillingService
 
@@ -38,14 +42,37 @@ class BillingProcess(ServiceProcess):
     def __init__(self) -> None:
         self.service = BillingService()
         self._engine: AsyncEngine | None = None
+        self._razorpay: RazorpayClient | None = None
+        self._simulator: CheckoutSimulator | None = None
 
     async def build(
         self, runtime: Runtime, engine: AsyncEngine | None
     ) -> list[ServiceDefinition]:
         assert engine is not None
         self._engine = engine
-        servicer = rpc.BillingServicer(self.service, session_factory(engine))
+        sessions = session_factory(engine)
+        settings = runtime.settings
+        self._razorpay = razorpay_client(settings)
+        if self._razorpay is not None and is_simulated(settings.razorpay_base_url):
+            self._simulator = CheckoutSimulator(settings.razorpay_base_url)
+        payments = PaymentService(
+            self.service,
+            sessions,
+            self._razorpay,
+            webhook_secret=_secret(settings.razorpay_webhook_secret),
+            simulator=self._simulator,
+        )
+        _log_payments(settings, payments)
+        servicer = rpc.BillingServicer(
+            self.service, payments, sessions, read_session_factory(engine)
+        )
         return [rpc.definition(servicer)]
+
+    async def close(self) -> None:
+        if self._razorpay is not None:
+            await self._razorpay.close()
+        if self._simulator is not None:
+            await self._simulator.close()
 
     async def run_background(self) -> None:
         """Check the books every hour; a mismatch is a bug worth waking up for."""
@@ -61,6 +88,40 @@ class BillingProcess(ServiceProcess):
                 continue
             for account in unbalanced:
                 log.error("ledger.unbalanced", **_fields(account))
+
+
+def razorpay_client(settings: Settings) -> RazorpayClient | None:
+    """Razorpay with this process's keys; None without both the key id and
+    the key secret, which leaves payments off (NOT_CONFIGURED)."""
+    key_secret = _secret(settings.razorpay_key_secret)
+    if not settings.razorpay_key_id or not key_secret:
+        return None
+    return RazorpayClient(
+        settings.razorpay_base_url,
+        settings.razorpay_key_id,
+        key_secret,
+        _secret(settings.razorpay_webhook_secret),
+    )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def _log_payments(settings: Settings, payments: PaymentService) -> None:
+    config = payments.checkout_config()
+    if not config.key_id:
+        log.warning(
+            "payments.not_configured",
+            hint="Set RAZORPAY_KEY_ID and RAZORPAY_KEY_SECRET to take payments.",
+        )
+        return
+    log.info(
+        "payments.configured",
+        razorpay_base_url=settings.razorpay_base_url,
+        simulated=config.simulated,
+        webhooks=settings.razorpay_webhook_secret is not None,
+    )
 
 
 def _fields(account: Unbalanced) -> dict[str, object]:

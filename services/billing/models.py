@@ -6,6 +6,11 @@ open holds, already taken out of `balance`. Both only change in the
 transaction that appends the ledger entry explaining the change, so for
 every account `balance = sum(ledger_entries.amount)` and
 `held = sum(open holds)`; `services.billing.main reconcile` checks it.
+
+Payments are Razorpay orders, in paise (1 rupee = 100 paise). A payment
+grants its credits through the ledger like any other movement, keyed by its
+order id, so it can be granted once however many callbacks and webhooks
+report it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     SmallInteger,
@@ -48,6 +54,10 @@ ENTRY_KINDS = (
     "adjustment",
 )
 HOLD_STATUSES = ("held", "captured", "released")
+PAYMENT_TYPES = ("subscription", "credits")
+PAYMENT_STATUSES = ("pending", "completed", "failed")
+BILLING_CYCLES = ("monthly", "yearly")
+SUBSCRIPTION_STATUSES = ("active", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ class BillingSettings(Base):
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=1)
     signup_credits_micros: Mapped[int] = mapped_column(BigInteger)
+    # What one credit costs when bought on its own, in paise.
+    credit_price_paise: Mapped[int] = mapped_column(BigInteger, server_default="100")
     updated_at: Mapped[datetime] = _now()
 
     __table_args__ = (
@@ -192,4 +204,120 @@ class BillingSettings(Base):
         CheckConstraint(
             "signup_credits_micros >= 0", name="settings_signup_credits_not_negative"
         ),
+        CheckConstraint(
+            "credit_price_paise > 0", name="settings_credit_price_positive"
+        ),
     )
+
+
+class Plan(Base):
+    """A subscription plan as sold: prices in whole rupees."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    price_monthly: Mapped[int] = mapped_column(Integer)
+    price_yearly: Mapped[int] = mapped_column(Integer)
+    credits_per_month: Mapped[int] = mapped_column(BigInteger)
+    features: Mapped[list[str]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    is_popular: Mapped[bool] = mapped_column(server_default=text("false"))
+    display_order: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(
+            "price_monthly > 0 AND price_yearly > 0", name="plans_prices_positive"
+        ),
+        CheckConstraint("credits_per_month > 0", name="plans_credits_positive"),
+    )
+
+
+class Payment(Base):
+    """One Razorpay order for a plan or for credits, and what became of it.
+
+    `amount_paise` and `credits_micros` are fixed when the order is made, so
+    the grant is what was sold even if the plan changes before payment.
+    """
+
+    __tablename__ = "payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    payment_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    plan_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id"))
+    billing_cycle: Mapped[str | None] = mapped_column(String(16))
+    amount_paise: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), server_default="INR")
+    credits_micros: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # The subscription period this payment paid up to, once granted.
+    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(_one_of("type", PAYMENT_TYPES), name="payments_type"),
+        CheckConstraint(_one_of("status", PAYMENT_STATUSES), name="payments_status"),
+        CheckConstraint(
+            "(type = 'subscription') = (plan_id IS NOT NULL "
+            "AND billing_cycle IS NOT NULL)",
+            name="payments_plan_only_for_subscriptions",
+        ),
+        CheckConstraint(
+            "billing_cycle IS NULL OR " + _one_of("billing_cycle", BILLING_CYCLES),
+            name="payments_billing_cycle",
+        ),
+        CheckConstraint("amount_paise > 0", name="payments_amount_positive"),
+        CheckConstraint("credits_micros > 0", name="payments_credits_positive"),
+        CheckConstraint(
+            "(status = 'completed') = (completed_at IS NOT NULL)",
+            name="payments_completed_at",
+        ),
+        Index("payments_by_user", "user_id", text("created_at DESC"), text("id DESC")),
+    )
+
+
+class Subscription(Base):
+    """A user's plan and the period it is paid up to; one row per user."""
+
+    __tablename__ = "subscriptions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    billing_cycle: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    current_period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(
+            _one_of("billing_cycle", BILLING_CYCLES), name="subscriptions_billing_cycle"
+        ),
+        CheckConstraint(
+            _one_of("status", SUBSCRIPTION_STATUSES), name="subscriptions_status"
+        ),
+        CheckConstraint(
+            "current_period_end > current_period_start",
+            name="subscriptions_period_forwards",
+        ),
+    )
+
+
+class WebhookEvent(Base):
+    """Every Razorpay webhook event handled, by Razorpay's event id, so a
+    redelivered event is recognised and acknowledged without acting twice."""
+
+    __tablename__ = "webhook_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = _now()

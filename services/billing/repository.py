@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, cast, func, insert, literal, select, tuple_, update
+from sqlalchemy.dialects.postgresql import INTERVAL
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +24,10 @@ from services.billing.models import (
     LedgerEntry,
     Operation,
     Owner,
+    Payment,
+    Plan,
+    Subscription,
+    WebhookEvent,
 )
 
 
@@ -272,11 +278,237 @@ async def signup_credits(db: AsyncSession) -> int:
     return int((await db.execute(statement)).scalar_one())
 
 
+@dataclass(frozen=True)
+class SettingsRow:
+    signup_credits_micros: int
+    credit_price_paise: int
+
+
+async def public_settings(db: AsyncSession) -> SettingsRow:
+    statement = select(
+        BillingSettings.signup_credits_micros, BillingSettings.credit_price_paise
+    ).where(BillingSettings.id == 1)
+    row = (await db.execute(statement)).one()
+    return SettingsRow(row.signup_credits_micros, row.credit_price_paise)
+
+
+async def credit_price_paise(db: AsyncSession) -> int:
+    statement = select(BillingSettings.credit_price_paise).where(
+        BillingSettings.id == 1
+    )
+    return int((await db.execute(statement)).scalar_one())
+
+
 async def set_signup_credits(db: AsyncSession, micros: int) -> None:
     await db.execute(
         update(BillingSettings)
         .where(BillingSettings.id == 1)
         .values(signup_credits_micros=micros, updated_at=func.now())
+    )
+
+
+# Plans
+
+
+async def plans(db: AsyncSession) -> list[Plan]:
+    statement = select(Plan).order_by(Plan.display_order, Plan.id)
+    return list((await db.execute(statement)).scalars())
+
+
+async def plan_by_id(db: AsyncSession, plan_id: str) -> Plan | None:
+    return (
+        await db.execute(select(Plan).where(Plan.id == plan_id))
+    ).scalar_one_or_none()
+
+
+# Payments
+
+
+async def insert_payment(
+    db: AsyncSession,
+    *,
+    payment_id: uuid.UUID,
+    user_id: uuid.UUID,
+    order_id: str,
+    type: str,
+    plan_id: str | None,
+    billing_cycle: str | None,
+    amount_paise: int,
+    currency: str,
+    credits_micros: int,
+) -> None:
+    await db.execute(
+        insert(Payment).values(
+            id=payment_id,
+            user_id=user_id,
+            order_id=order_id,
+            type=type,
+            plan_id=plan_id,
+            billing_cycle=billing_cycle,
+            amount_paise=amount_paise,
+            currency=currency,
+            credits_micros=credits_micros,
+        )
+    )
+
+
+async def payment_of_user(
+    db: AsyncSession, user_id: uuid.UUID, order_id: str
+) -> Payment | None:
+    statement = select(Payment).where(
+        Payment.order_id == order_id, Payment.user_id == user_id
+    )
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def payment_by_order(db: AsyncSession, order_id: str) -> Payment | None:
+    statement = select(Payment).where(Payment.order_id == order_id)
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def complete_payment(
+    db: AsyncSession, payment_id: uuid.UUID, razorpay_payment_id: str | None
+) -> bool:
+    """Mark a payment completed unless it already is; True if this call did.
+
+    A payment another transaction is completing makes this statement wait
+    for it on the row lock and then find it completed, so of every callback
+    and webhook reporting one payment exactly one gets True. A failed
+    payment may still complete: Razorpay lets an order be paid again after
+    a declined attempt.
+    """
+    statement = (
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.status.in_(("pending", "failed")))
+        .values(
+            status="completed",
+            payment_id=func.coalesce(razorpay_payment_id, Payment.payment_id),
+            completed_at=func.now(),
+        )
+        .returning(Payment.id)
+    )
+    return (await db.execute(statement)).scalar_one_or_none() is not None
+
+
+async def fail_payment(
+    db: AsyncSession, payment_id: uuid.UUID, razorpay_payment_id: str | None
+) -> bool:
+    """Mark a pending payment failed; False if it was not pending."""
+    statement = (
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.status == "pending")
+        .values(
+            status="failed",
+            payment_id=func.coalesce(razorpay_payment_id, Payment.payment_id),
+        )
+        .returning(Payment.id)
+    )
+    return (await db.execute(statement)).scalar_one_or_none() is not None
+
+
+async def set_period_end(
+    db: AsyncSession, payment_id: uuid.UUID, period_end: datetime
+) -> None:
+    await db.execute(
+        update(Payment).where(Payment.id == payment_id).values(period_end=period_end)
+    )
+
+
+async def period_end_of(db: AsyncSession, payment_id: uuid.UUID) -> datetime | None:
+    statement = select(Payment.period_end).where(Payment.id == payment_id)
+    return (await db.execute(statement)).scalar_one()
+
+
+async def payments_page(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Payment]:
+    """Up to `limit` of a user's payments, newest first, older than `after`
+    (a created_at and id) when given."""
+    statement = select(Payment).where(Payment.user_id == user_id)
+    if after is not None:
+        statement = statement.where(
+            tuple_(Payment.created_at, Payment.id) < tuple_(*after)
+        )
+    statement = statement.order_by(Payment.created_at.desc(), Payment.id.desc())
+    return list((await db.execute(statement.limit(limit))).scalars())
+
+
+# Subscriptions
+
+PERIODS = {"monthly": "1 month", "yearly": "1 year"}
+
+
+async def extend_subscription(
+    db: AsyncSession, user_id: uuid.UUID, plan_id: str, billing_cycle: str
+) -> datetime:
+    """Start a user's subscription, or move it to this plan and add one
+    period to it; returns the new end of the period.
+
+    A subscription still running is extended from its end, so paying early
+    loses nothing; a lapsed one starts again now. PostgreSQL adds the month
+    or year, so 31 January plus a month is the end of February.
+    """
+    period = cast(literal(PERIODS[billing_cycle]), INTERVAL)
+    now = func.now()
+    running = (Subscription.status == "active") & (
+        Subscription.current_period_end > now
+    )
+    statement = (
+        pg_insert(Subscription)
+        .values(
+            user_id=user_id,
+            plan_id=plan_id,
+            billing_cycle=billing_cycle,
+            status="active",
+            current_period_start=now,
+            current_period_end=now + period,
+        )
+        .on_conflict_do_update(
+            index_elements=[Subscription.user_id],
+            set_={
+                "plan_id": plan_id,
+                "billing_cycle": billing_cycle,
+                "status": "active",
+                "current_period_start": case(
+                    (running, Subscription.current_period_start), else_=now
+                ),
+                "current_period_end": func.greatest(
+                    Subscription.current_period_end, now
+                )
+                + period,
+                "updated_at": now,
+            },
+        )
+        .returning(Subscription.current_period_end)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+# Webhook events
+
+
+async def claim_webhook_event(
+    db: AsyncSession, event_id: str, event: str, order_id: str | None
+) -> bool:
+    """Record an event as received; False if it was seen before. A concurrent
+    delivery of the same event waits here until the first one commits."""
+    statement = (
+        pg_insert(WebhookEvent)
+        .values(event_id=event_id, event=event, order_id=order_id, outcome="received")
+        .on_conflict_do_nothing(index_elements=[WebhookEvent.event_id])
+        .returning(WebhookEvent.event_id)
+    )
+    return (await db.execute(statement)).scalar_one_or_none() is not None
+
+
+async def set_webhook_outcome(db: AsyncSession, event_id: str, outcome: str) -> None:
+    await db.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.event_id == event_id)
+        .values(outcome=outcome)
     )
 
 

@@ -8,10 +8,14 @@ ACCESS map holds one rule per method, so these two are PUBLIC there and the
 service checks the verified caller itself (`service._require_readable`). A
 call that carries a user token is limited to that user's account even when
 a service (the gateway) forwards it; anyone else gets UNAUTHENTICATED.
+
+Payments are a user's own (orders, verification, history); Razorpay's
+webhooks reach billing only through the gateway, as a service call.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,9 +23,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.errors import NotConfigured
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
+from services.billing.models import Payment, Plan
+from services.billing.payments import OrderRequest, PaymentService
 from services.billing.service import AccountRef, BillingService, Entry
 
 if TYPE_CHECKING:
@@ -44,6 +49,8 @@ ACCESS = {
     "HandleWebhook": Access.SERVICE,
     "ListPayments": Access.USER,
     "GetCheckoutConfig": Access.PUBLIC,
+    "GetBillingSettings": Access.PUBLIC,
+    "SimulateCheckout": Access.USER,
 }
 
 _OWNER_TYPES: dict[billing_pb2.OwnerType.ValueType, str] = {
@@ -61,20 +68,26 @@ _ENTRY_KINDS: dict[str, billing_pb2.EntryKind.ValueType] = {
     "transfer": billing_pb2.ENTRY_KIND_TRANSFER,
     "adjustment": billing_pb2.ENTRY_KIND_ADJUSTMENT,
 }
-PAYMENTS_PENDING = "Payments are not available on this server yet."
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(
-        self, service: BillingService, sessions: async_sessionmaker[AsyncSession]
+        self,
+        service: BillingService,
+        payments: PaymentService,
+        sessions: async_sessionmaker[AsyncSession],
+        reads: async_sessionmaker[AsyncSession],
     ) -> None:
         self._service = service
+        self._payments = payments
         self._sessions = sessions
+        # Autocommit sessions for single-SELECT reads (balances on every page).
+        self._reads = reads
 
     async def GetBalance(
         self, request: billing_pb2.GetBalanceRequest, context: Context
     ) -> billing_pb2.GetBalanceResponse:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             balance = await self._service.balance(
                 db, current_caller(), _account(request.account)
             )
@@ -85,7 +98,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ListTransactions(
         self, request: billing_pb2.ListTransactionsRequest, context: Context
     ) -> billing_pb2.ListTransactionsResponse:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             page = await self._service.transactions(
                 db,
                 current_caller(),
@@ -208,38 +221,96 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             )
         return billing_pb2.AdjustResponse(entry=_entry(entry))
 
-    # TODO: payments and plans (Razorpay) arrive with migration 0002; until
-    # then these answer UNIMPLEMENTED (code not_configured).
+    # Payments and plans
 
     async def ListPlans(
         self, request: billing_pb2.ListPlansRequest, context: Context
     ) -> billing_pb2.ListPlansResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        plans = await self._payments.plans()
+        return billing_pb2.ListPlansResponse(plans=[_plan(plan) for plan in plans])
 
     async def CreateOrder(
         self, request: billing_pb2.CreateOrderRequest, context: Context
     ) -> billing_pb2.CreateOrderResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        order = await self._payments.create_order(
+            current_caller(),
+            OrderRequest(
+                type=request.type,
+                plan_id=request.plan_id,
+                billing_cycle=request.billing_cycle,
+                credits=request.credits,
+            ),
+        )
+        return billing_pb2.CreateOrderResponse(
+            order_id=order.order_id,
+            amount=order.amount_paise,
+            currency=order.currency,
+            key_id=order.key_id,
+            simulated=order.simulated,
+        )
 
     async def VerifyPayment(
         self, request: billing_pb2.VerifyPaymentRequest, context: Context
     ) -> billing_pb2.VerifyPaymentResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        granted = await self._payments.verify(
+            current_caller(), request.order_id, request.payment_id, request.signature
+        )
+        return billing_pb2.VerifyPaymentResponse(
+            credits_added_micros=granted.credits_added,
+            balance_micros=granted.balance,
+            plan_id=granted.plan_id or "",
+            billing_cycle=granted.billing_cycle or "",
+            period_end=_timestamp(granted.period_end),
+            plan_name=granted.plan_name or "",
+            type=granted.type,
+        )
 
     async def HandleWebhook(
         self, request: billing_pb2.HandleWebhookRequest, context: Context
     ) -> billing_pb2.HandleWebhookResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        applied = await self._payments.handle_webhook(
+            request.body, request.signature, request.event_id
+        )
+        return billing_pb2.HandleWebhookResponse(applied=applied)
 
     async def ListPayments(
         self, request: billing_pb2.ListPaymentsRequest, context: Context
     ) -> billing_pb2.ListPaymentsResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        page = await self._payments.payments(
+            current_caller(), request.page_size, request.page_token
+        )
+        return billing_pb2.ListPaymentsResponse(
+            payments=[_payment(payment) for payment in page.payments],
+            next_page_token=page.next_page_token,
+        )
 
     async def GetCheckoutConfig(
         self, request: billing_pb2.GetCheckoutConfigRequest, context: Context
     ) -> billing_pb2.GetCheckoutConfigResponse:
-        raise NotConfigured(PAYMENTS_PENDING)
+        config = self._payments.checkout_config()
+        return billing_pb2.GetCheckoutConfigResponse(
+            key_id=config.key_id, simulated=config.simulated
+        )
+
+    async def GetBillingSettings(
+        self, request: billing_pb2.GetBillingSettingsRequest, context: Context
+    ) -> billing_pb2.GetBillingSettingsResponse:
+        async with self._reads() as db:
+            found = await self._service.public_settings(db)
+        return billing_pb2.GetBillingSettingsResponse(
+            signup_credits_micros=found.signup_credits_micros,
+            credit_price_paise=found.credit_price_paise,
+        )
+
+    async def SimulateCheckout(
+        self, request: billing_pb2.SimulateCheckoutRequest, context: Context
+    ) -> billing_pb2.SimulateCheckoutResponse:
+        paid = await self._payments.simulate_checkout(
+            current_caller(), request.order_id, request.outcome
+        )
+        return billing_pb2.SimulateCheckoutResponse(
+            order_id=paid.order_id, payment_id=paid.payment_id, signature=paid.signature
+        )
 
 
 def definition(servicer: BillingServicer) -> ServiceDefinition:
@@ -271,4 +342,42 @@ def _entry(entry: Entry) -> billing_pb2.LedgerEntry:
         reference=entry.reference,
         tags=entry.tags,
         created_at=created_at,
+    )
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _plan(plan: Plan) -> billing_pb2.Plan:
+    return billing_pb2.Plan(
+        id=plan.id,
+        name=plan.name,
+        price_monthly=plan.price_monthly,
+        price_yearly=plan.price_yearly,
+        credits_per_month=plan.credits_per_month,
+        features=list(plan.features),
+        is_popular=plan.is_popular,
+        display_order=plan.display_order,
+    )
+
+
+def _payment(payment: Payment) -> billing_pb2.Payment:
+    return billing_pb2.Payment(
+        id=str(payment.id),
+        order_id=payment.order_id,
+        payment_id=payment.payment_id or "",
+        type=payment.type,
+        plan_id=payment.plan_id or "",
+        billing_cycle=payment.billing_cycle or "",
+        amount=payment.amount_paise,
+        currency=payment.currency,
+        status=payment.status,
+        credits_micros=payment.credits_micros,
+        created_at=_timestamp(payment.created_at),
+        completed_at=_timestamp(payment.completed_at),
     )

@@ -156,6 +156,14 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class PublicSettings:
+    """What anyone may know of the billing settings."""
+
+    signup_credits_micros: int
+    credit_price_paise: int
+
+
+@dataclass(frozen=True)
 class EntryPage:
     entries: list[Entry]
     next_page_token: str
@@ -164,7 +172,7 @@ class EntryPage:
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
 
-class _Checks:
+class Checks:
     """Collects every field violation of a request and raises them together."""
 
     def __init__(self) -> None:
@@ -256,7 +264,7 @@ class BillingService:
     async def balance(
         self, db: AsyncSession, caller: Caller, account: AccountRef
     ) -> Balance:
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         checks.done()
         _require_readable(caller, owner)
@@ -271,7 +279,7 @@ class BillingService:
         page_size: int,
         page_token: str,
     ) -> EntryPage:
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         if page_size < 0:
             checks.fail("page_size", "page_size may not be negative.")
@@ -297,7 +305,7 @@ class BillingService:
         key: str,
         reason: str,
     ) -> Entry:
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         checks.amount("amount_micros", amount)
         checks.key(key)
@@ -314,7 +322,7 @@ class BillingService:
         self, db: AsyncSession, user_id: str
     ) -> SignupGranted:
         """The configured sign-up credits, once per user however often called."""
-        checks = _Checks()
+        checks = Checks()
         owner = Owner("user", checks.uuid("user_id", user_id))
         checks.done()
         key = f"signup:{owner.id}"
@@ -333,6 +341,38 @@ class BillingService:
             db, key, "signup", {"user_id": str(owner.id)}, SignupGranted, run
         )
 
+    async def purchase(
+        self,
+        db: AsyncSession,
+        user_id: uuid.UUID,
+        amount: int,
+        key: str,
+        reason: str,
+        reference: str,
+        tags: dict[str, str],
+    ) -> Entry:
+        """Credits a user paid for, once per key: payments use their order."""
+        checks = Checks()
+        checks.amount("amount_micros", amount)
+        checks.key(key)
+        checks.done()
+        owner = Owner("user", user_id)
+
+        async def run() -> Entry:
+            return await self._credit(
+                db,
+                owner,
+                "purchase",
+                amount,
+                key,
+                reason=reason,
+                reference=reference,
+                tags=tags,
+            )
+
+        request = {"account": str(owner), "amount": amount, "reference": reference}
+        return await _once(db, key, "purchase", request, Entry, run)
+
     async def refund(
         self,
         db: AsyncSession,
@@ -342,7 +382,7 @@ class BillingService:
         reason: str,
         reference: str,
     ) -> Entry:
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         checks.amount("amount_micros", amount)
         checks.key(key)
@@ -402,7 +442,7 @@ class BillingService:
         reference: str,
         tags: dict[str, str],
     ) -> HoldPlaced:
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         checks.amount("amount_micros", amount)
         checks.key(key)
@@ -455,7 +495,7 @@ class BillingService:
         The capture entry carries the returned part, zero included, so every
         hold's settlement is in the ledger.
         """
-        checks = _Checks()
+        checks = Checks()
         parsed = checks.uuid("hold_id", hold_id)
         checks.amount("amount_micros", amount, minimum=0)
         checks.key(key)
@@ -479,7 +519,7 @@ class BillingService:
         return await _once(db, key, "capture", request, Captured, run)
 
     async def release(self, db: AsyncSession, hold_id: str, key: str) -> Released:
-        checks = _Checks()
+        checks = Checks()
         parsed = checks.uuid("hold_id", hold_id)
         checks.key(key)
         checks.done()
@@ -508,7 +548,7 @@ class BillingService:
         reason: str,
         tags: dict[str, str],
     ) -> Transferred:
-        checks = _Checks()
+        checks = Checks()
         debited = checks.owner("from_account", source)
         credited = checks.owner("to_account", target)
         if debited == credited:
@@ -563,7 +603,7 @@ class BillingService:
         actor: str,
     ) -> Entry:
         """An operator's correction; it may not take the balance below zero."""
-        checks = _Checks()
+        checks = Checks()
         owner = checks.owner("account", account)
         if delta == 0 or abs(delta) > MAX_AMOUNT_MICROS:
             checks.fail(
@@ -613,8 +653,12 @@ class BillingService:
     async def signup_credits(self, db: AsyncSession) -> int:
         return await repository.signup_credits(db)
 
+    async def public_settings(self, db: AsyncSession) -> PublicSettings:
+        found = await repository.public_settings(db)
+        return PublicSettings(found.signup_credits_micros, found.credit_price_paise)
+
     async def set_signup_credits(self, db: AsyncSession, micros: int) -> None:
-        checks = _Checks()
+        checks = Checks()
         checks.amount("signup_credits_micros", micros, minimum=0)
         checks.done()
         await repository.set_signup_credits(db, micros)
@@ -717,7 +761,7 @@ async def _unsettled_hold_error(
     )
 
 
-def _page_position(checks: _Checks, page_token: str) -> int | None:
+def _page_position(checks: Checks, page_token: str) -> int | None:
     """The entry id a page token continues after; tokens are entry ids."""
     if not page_token:
         return None

@@ -6,10 +6,9 @@ from __future__ import annotations
 import uuid
 
 import grpc
-import pytest
 from omnihub.billing.v1 import billing_pb2
 
-from libs.errors import NotConfigured, NotFound, Unauthenticated
+from libs.errors import NotFound, Unauthenticated
 from libs.grpc.identity import AUTHORIZATION_KEY
 from tests.services.billing.factories import (
     CREDIT,
@@ -209,25 +208,3 @@ class TestMoneyMovingRpcs:
         assert (entry.amount_micros, entry.balance_after_micros) == (1_500_000,) * 2
         assert entry.reason == "Launch promotion"
         assert entry.HasField("created_at")
-
-
-class TestPaymentRpcs:
-    @pytest.mark.parametrize(
-        ("method", "request_message"),
-        [
-            ("ListPlans", billing_pb2.ListPlansRequest()),
-            ("GetCheckoutConfig", billing_pb2.GetCheckoutConfigRequest()),
-        ],
-    )
-    async def test_payment_rpcs_are_not_available_yet(
-        self,
-        billing: BillingClient,
-        method: str,
-        request_message: object,
-    ) -> None:
-        call = getattr(billing.stub, method)
-
-        status, error = await failure(call(request_message, metadata=billing.service))
-
-        assert status == grpc.StatusCode.UNIMPLEMENTED
-        assert isinstance(error, NotConfigured)

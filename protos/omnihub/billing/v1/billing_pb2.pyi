@@ -871,10 +871,15 @@ class VerifyPaymentResponse(_message.Message):
     PLAN_ID_FIELD_NUMBER: _builtins.int
     BILLING_CYCLE_FIELD_NUMBER: _builtins.int
     PERIOD_END_FIELD_NUMBER: _builtins.int
+    PLAN_NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
     credits_added_micros: _builtins.int
     balance_micros: _builtins.int
     plan_id: _builtins.str
     billing_cycle: _builtins.str
+    plan_name: _builtins.str
+    type: _builtins.str
+    """"subscription" or "credits"."""
     @_builtins.property
     def period_end(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -885,10 +890,12 @@ class VerifyPaymentResponse(_message.Message):
         plan_id: _builtins.str = ...,
         billing_cycle: _builtins.str = ...,
         period_end: _timestamp_pb2.Timestamp | None = ...,
+        plan_name: _builtins.str = ...,
+        type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_micros", b"balance_micros", "billing_cycle", b"billing_cycle", "credits_added_micros", b"credits_added_micros", "period_end", b"period_end", "plan_id", b"plan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_micros", b"balance_micros", "billing_cycle", b"billing_cycle", "credits_added_micros", b"credits_added_micros", "period_end", b"period_end", "plan_id", b"plan_id", "plan_name", b"plan_name", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -954,6 +961,7 @@ class Payment(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREDITS_MICROS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     order_id: _builtins.str
     payment_id: _builtins.str
@@ -966,6 +974,8 @@ class Payment(_message.Message):
     credits_micros: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -980,10 +990,11 @@ class Payment(_message.Message):
         status: _builtins.str = ...,
         credits_micros: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_cycle", b"billing_cycle", "created_at", b"created_at", "credits_micros", b"credits_micros", "currency", b"currency", "id", b"id", "order_id", b"order_id", "payment_id", b"payment_id", "plan_id", b"plan_id", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_cycle", b"billing_cycle", "completed_at", b"completed_at", "created_at", b"created_at", "credits_micros", b"credits_micros", "currency", b"currency", "id", b"id", "order_id", b"order_id", "payment_id", b"payment_id", "plan_id", b"plan_id", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1070,3 +1081,91 @@ class GetCheckoutConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCheckoutConfigResponse: _TypeAlias = GetCheckoutConfigResponse  # noqa: Y015
+
+@_typing.final
+class GetBillingSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingSettingsRequest: _TypeAlias = GetBillingSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetBillingSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNUP_CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_PAISE_FIELD_NUMBER: _builtins.int
+    signup_credits_micros: _builtins.int
+    """Credits every new user is given."""
+    credit_price_paise: _builtins.int
+    """What one credit costs when bought on its own, in paise."""
+    def __init__(
+        self,
+        *,
+        signup_credits_micros: _builtins.int = ...,
+        credit_price_paise: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_price_paise", b"credit_price_paise", "signup_credits_micros", b"signup_credits_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingSettingsResponse: _TypeAlias = GetBillingSettingsResponse  # noqa: Y015
+
+@_typing.final
+class SimulateCheckoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    outcome: _builtins.str
+    """"success" (the default) or "failure"."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateCheckoutRequest: _TypeAlias = SimulateCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class SimulateCheckoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """What Razorpay Checkout hands the browser, for VerifyPayment."""
+    payment_id: _builtins.str
+    signature: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "payment_id", b"payment_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateCheckoutResponse: _TypeAlias = SimulateCheckoutResponse  # noqa: Y015

@@ -122,6 +122,16 @@ class BillingServiceStub:
                 request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.SerializeToString,
                 response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.FromString,
                 _registered_method=True)
+        self.GetBillingSettings = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GetBillingSettings',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsResponse.FromString,
+                _registered_method=True)
+        self.SimulateCheckout = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/SimulateCheckout',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -247,6 +257,22 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBillingSettings(self, request, context):
+        """Billing settings anyone may see: sign-up credits and the credit price.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimulateCheckout(self, request, context):
+        """Pays the caller's own order in the local Razorpay simulator, standing in
+        for the customer in Razorpay Checkout. Only where the simulator is the
+        configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +355,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GetCheckoutConfig,
                     request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.FromString,
                     response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.SerializeToString,
+            ),
+            'GetBillingSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBillingSettings,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsResponse.SerializeToString,
+            ),
+            'SimulateCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimulateCheckout,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -771,6 +807,60 @@ class BillingService:
             '/omnihub.billing.v1.BillingService/GetCheckoutConfig',
             omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigRequest.SerializeToString,
             omnihub_dot_billing_dot_v1_dot_billing__pb2.GetCheckoutConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBillingSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GetBillingSettings',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/SimulateCheckout',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,13 @@ class BillingServiceStub:
     """The caller's payments, newest first."""
     GetCheckoutConfig: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetCheckoutConfigRequest, _billing_pb2.GetCheckoutConfigResponse]
     """The public checkout key (Razorpay key id), if payments are configured."""
+    GetBillingSettings: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBillingSettingsRequest, _billing_pb2.GetBillingSettingsResponse]
+    """Billing settings anyone may see: sign-up credits and the credit price."""
+    SimulateCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SimulateCheckoutRequest, _billing_pb2.SimulateCheckoutResponse]
+    """Pays the caller's own order in the local Razorpay simulator, standing in
+    for the customer in Razorpay Checkout. Only where the simulator is the
+    configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -119,6 +126,13 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """The caller's payments, newest first."""
     GetCheckoutConfig: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetCheckoutConfigRequest, _billing_pb2.GetCheckoutConfigResponse]  # type: ignore[assignment]
     """The public checkout key (Razorpay key id), if payments are configured."""
+    GetBillingSettings: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBillingSettingsRequest, _billing_pb2.GetBillingSettingsResponse]  # type: ignore[assignment]
+    """Billing settings anyone may see: sign-up credits and the credit price."""
+    SimulateCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.SimulateCheckoutRequest, _billing_pb2.SimulateCheckoutResponse]  # type: ignore[assignment]
+    """Pays the caller's own order in the local Razorpay simulator, standing in
+    for the customer in Razorpay Checkout. Only where the simulator is the
+    configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+    """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Credits: accounts, an append-only ledger, holds, payments and plans.
@@ -258,5 +272,24 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.GetCheckoutConfigResponse, _abc.Awaitable[_billing_pb2.GetCheckoutConfigResponse]]:
         """The public checkout key (Razorpay key id), if payments are configured."""
+
+    @_abc_1.abstractmethod
+    def GetBillingSettings(
+        self,
+        request: _billing_pb2.GetBillingSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetBillingSettingsResponse, _abc.Awaitable[_billing_pb2.GetBillingSettingsResponse]]:
+        """Billing settings anyone may see: sign-up credits and the credit price."""
+
+    @_abc_1.abstractmethod
+    def SimulateCheckout(
+        self,
+        request: _billing_pb2.SimulateCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.SimulateCheckoutResponse, _abc.Awaitable[_billing_pb2.SimulateCheckoutResponse]]:
+        """Pays the caller's own order in the local Razorpay simulator, standing in
+        for the customer in Razorpay Checkout. Only where the simulator is the
+        configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+        """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
