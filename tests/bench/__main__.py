@@ -23,8 +23,9 @@ from tests.database import ROOT
 def parse_arguments(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench",
-        description="Load the gateway with wrk and compare it with a bare "
-        "Starlette app (see tests/bench/README.md).",
+        description="Load the gateway with wrk and compare it with bare "
+        "Starlette apps, and time billing's ledger RPCs (see "
+        "tests/bench/README.md).",
     )
     parser.add_argument(
         "--url",
@@ -62,10 +63,28 @@ def parse_arguments(argv: list[str]) -> Options:
         help=f"comma-separated subset of {','.join(TARGETS)} (default: all)",
     )
     parser.add_argument(
+        "--ledger-rows",
+        type=int,
+        default=1_000_000,
+        help="ledger entries of the long account the ledger target reads the "
+        "balance of (default 1000000)",
+    )
+    parser.add_argument(
+        "--balance-reads",
+        type=int,
+        default=2_000,
+        help="GetBalance calls per account, one at a time (default 2000)",
+    )
+    parser.add_argument(
+        "--ledger-duration",
+        default="10s",
+        help="length of each hold + capture run of the ledger target (default 10s)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample the gateway and auth processes with py-spy during the "
-        "suite targets (needs py-spy in .venv)",
+        help="sample the suite's processes with py-spy during the suite "
+        "targets, and billing during the ledger target (needs py-spy in .venv)",
     )
     parser.add_argument(
         "--results",
@@ -82,13 +101,16 @@ def parse_arguments(argv: list[str]) -> Options:
         parser.error("--profile samples processes this harness starts; drop --url")
     if args.sessions is not None and args.sessions < 2:
         parser.error("--sessions must be at least 2")
+    if args.ledger_rows < 1 or args.balance_reads < 2:
+        parser.error("--ledger-rows must be at least 1, --balance-reads at least 2")
     try:
         seconds = parse_duration(args.duration)
         refresh_seconds = parse_duration(args.refresh_duration)
         warmup_seconds = parse_duration(args.warmup)
+        ledger_seconds = parse_duration(args.ledger_duration)
     except ValueError as exc:
         parser.error(str(exc))
-    if seconds < 1 or refresh_seconds < 1:
+    if seconds < 1 or refresh_seconds < 1 or ledger_seconds < 1:
         parser.error("durations must be at least 1s")
     return Options(
         url=args.url,
@@ -99,6 +121,9 @@ def parse_arguments(argv: list[str]) -> Options:
         targets=tuple(t for t in TARGETS if t in targets),
         profile=args.profile,
         results_dir=args.results,
+        ledger_rows=args.ledger_rows,
+        ledger_seconds=ledger_seconds,
+        balance_reads=args.balance_reads,
     )
 
 

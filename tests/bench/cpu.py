@@ -11,22 +11,43 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def _process_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads) so far."""
+@dataclass(frozen=True)
+class Watched:
+    """A process to charge to a group. With `reaped`, the CPU time of its
+    children that have exited counts too: how the PostgreSQL server's
+    short-lived connection processes are caught."""
+
+    pid: int
+    reaped: bool = False
+
+
+def process_seconds(watched: Watched) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    try:
+        stat = Path(f"/proc/{watched.pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised name, which may contain spaces:
+    # utime, stime, cutime and cstime are the 12th to 15th of these.
+    fields = stat.rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if watched.reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS_PER_SECOND
+
+
+def parent_pid(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rpartition(")")[2].split()
-    # utime and stime are the 14th and 15th fields; the first two (pid and
-    # the parenthesised name) are cut off above.
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 def _machine_seconds() -> float | None:
@@ -66,46 +87,52 @@ class CpuSplit:
         )
 
 
+@dataclass
 class CpuMeter:
-    """Call start() just before the run and stop() just after it."""
+    """Call start() just before the run and stop() just after it. A process
+    that exits in between is charged only what its parent reaps (see
+    Watched.reaped)."""
 
-    def __init__(self, pids: dict[str, list[int]], children_label: str) -> None:
-        self._pids = pids
-        self._children_label = children_label
-        self._started: dict[str, float | None] = {}
-        self._wall = 0.0
-        self._machine: float | None = None
-        self._children = 0.0
-
-    def _groups(self) -> dict[str, float | None]:
-        totals: dict[str, float | None] = {}
-        for name, pids in self._pids.items():
-            seconds = [_process_seconds(pid) for pid in pids]
-            known = [s for s in seconds if s is not None]
-            totals[name] = sum(known) if known else None
-        return totals
+    groups: dict[str, list[Watched]]
+    # What this process's exited children used (wrk, py-spy), charged under
+    # this name; None when no child runs during the measurement.
+    children_label: str | None
+    _started: dict[Watched, float] = field(default_factory=dict)
+    _machine: float | None = None
+    _children: float = 0.0
+    _wall: float = 0.0
 
     def start(self) -> None:
-        self._started = self._groups()
+        self._started = {}
+        for watched in (w for group in self.groups.values() for w in group):
+            seconds = process_seconds(watched)
+            if seconds is not None:
+                self._started[watched] = seconds
         self._machine = _machine_seconds()
         self._children = _children_seconds()
         self._wall = time.monotonic()
 
-    def stop(self, late: dict[str, list[int]] | None = None) -> CpuSplit | None:
-        """`late`: processes that started during the run (all of their CPU
-        time falls inside it), by the group to add them to."""
+    def stop(self, late: dict[str, list[Watched]] | None = None) -> CpuSplit | None:
+        """`late`: processes that started during the run, all of whose CPU
+        time falls inside it, by the group to charge them to."""
         wall = time.monotonic() - self._wall
         machine = _machine_seconds()
         if machine is None or self._machine is None or wall <= 0:
             return None
-        cores: dict[str, float] = {}
-        for name, seconds in self._groups().items():
-            before = self._started.get(name)
-            if seconds is not None and before is not None:
-                cores[name] = (seconds - before) / wall
-        for name, pids in (late or {}).items():
-            known = [s for s in map(_process_seconds, pids) if s is not None]
-            if known and name in cores:
-                cores[name] += sum(known) / wall
-        cores[self._children_label] = (_children_seconds() - self._children) / wall
+        cores = {name: self._used(group) / wall for name, group in self.groups.items()}
+        for name, group in (late or {}).items():
+            used = (process_seconds(w) for w in group)
+            cores[name] = cores.get(name, 0.0) + sum(u or 0.0 for u in used) / wall
+        if self.children_label is not None:
+            children = _children_seconds() - self._children
+            cores[self.children_label] = children / wall
         return CpuSplit(cores, (machine - self._machine) / wall, os.cpu_count() or 1)
+
+    def _used(self, group: list[Watched]) -> float:
+        total = 0.0
+        for watched in group:
+            before = self._started.get(watched)
+            after = process_seconds(watched)
+            if before is not None and after is not None:
+                total += after - before
+        return total

@@ -14,22 +14,24 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from libs.grpc.client import service_descriptor
 from tests import database
 from tests.bench import processes
+from tests.bench.cpu import parent_pid
 from tests.bench.processes import Child
 from tests.fakes.google import FakeGoogle
 from tests.suite import SERVICES, free_port
 
 EMBEDDED_DATA_DIR = database.ROOT / ".data" / "bench-postgres"
 GOOGLE_CLIENT_ID = "omnihub-bench.apps.googleusercontent.com"
-# High enough that no bucket ever fills during a run: the benchmark measures
-# the work of a request, not the limiter refusing it. The long period matters
-# as much as the count: the limiter allows a burst of one period, and a short
-# one refuses requests that waited in a queue longer than that.
+# High enough that no bucket ever fills during a run (a billion sign-ins or
+# refreshes an hour): the benchmark measures the work of a request, not the
+# limiter refusing it.
 UNLIMITED_RATE = "1000000000/1h"
-# Stands in for gateway.main until that builds its app inside uvicorn's loop
-# (see the module's docstring).
-GATEWAY_MODULE = "tests.bench.served_gateway"
+# The services the benchmarked routes call: /api/auth/me asks auth for the
+# user and billing for the balance, the model routes ask catalog, and the
+# ledger target calls billing itself. The others are not started.
+STARTED_SERVICES = ("auth", "billing", "catalog")
 
 
 @dataclass
@@ -41,6 +43,9 @@ class Deployment:
     # stand-in for Google that lets it open sessions without password hashing.
     children: dict[str, Child] = field(default_factory=dict)
     google: FakeGoogle | None = None
+    # What the harness needs to call billing as an internal service.
+    billing_address: str | None = None
+    jwt_secret: str | None = None
 
     @property
     def managed(self) -> bool:
@@ -53,16 +58,16 @@ def _database_server() -> Iterator[tuple[str, str]]:
     PostgreSQL kept apart from the tests' under .data/bench-postgres."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        yield url, "a fresh database on TEST_DATABASE_URL's server"
+        yield url, "on TEST_DATABASE_URL's server"
         return
-    import pgserver
-
     # pgserver's platformdirs warns about XDG_RUNTIME_DIR on headless machines.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+    import pgserver
+
     EMBEDDED_DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(EMBEDDED_DATA_DIR, cleanup_mode="stop")
     try:
-        yield server.get_uri(), f"a fresh database on pgserver in {EMBEDDED_DATA_DIR}"
+        yield server.get_uri(), f"on pgserver in {EMBEDDED_DATA_DIR}"
     finally:
         server.cleanup()
 
@@ -71,15 +76,16 @@ def _database_server() -> Iterator[tuple[str, str]]:
 async def _fresh_database() -> AsyncIterator[tuple[str, str]]:
     with _database_server() as (server, description):
         url = await database.create_database(server)
+        name = make_url(url).database
         try:
-            yield url, description
+            yield url, f"{name}, {description} (dropped after the run)"
         finally:
             await database.drop_database(server, url)
 
 
 def _suite_environment(database_url: str, google: FakeGoogle) -> dict[str, str]:
-    # Every service address gets a port of its own even though only auth
-    # runs, so that nothing here can reach a suite a developer has running
+    # Every service address gets a port of its own even though only some
+    # run, so that nothing here can reach a suite a developer has running
     # on the default ports.
     addresses = {
         f"{name.upper()}_ADDRESS": f"127.0.0.1:{free_port()}" for name in SERVICES
@@ -102,44 +108,55 @@ def _suite_environment(database_url: str, google: FakeGoogle) -> dict[str, str]:
 
 
 async def start_suite(stack: AsyncExitStack, log_dir: Path) -> Deployment:
-    """Start auth and the gateway; `stack` stops them and drops the database
-    (children first) however the run ends."""
+    """Start the services behind the benchmarked routes, then the gateway;
+    `stack` stops them and drops the database (children first) however the
+    run ends."""
     database_url, description = await stack.enter_async_context(_fresh_database())
     google = FakeGoogle(client_id=GOOGLE_CLIENT_ID)
     await google.start()
     stack.push_async_callback(google.stop)
     env = _suite_environment(database_url, google)
 
-    await processes.run_to_completion(
-        "auth-migrate", ["services.auth.main", "migrate"], env, log_dir
-    )
-    auth = await processes.start("auth", ["services.auth.main", "serve"], env, log_dir)
-    stack.push_async_callback(auth.stop)
-    await processes.wait_until(
-        auth,
-        processes.grpc_serving(env["AUTH_ADDRESS"], processes.AUTH_SERVICE_NAME),
-    )
+    children = {}
+    for name in STARTED_SERVICES:
+        module = f"services.{name}.main"
+        await processes.run_to_completion(
+            f"{name}-migrate", [module, "migrate"], env, log_dir
+        )
+        children[name] = await processes.start(name, [module, "serve"], env, log_dir)
+        stack.push_async_callback(children[name].stop)
+    for name, child in children.items():
+        address = env[f"{name.upper()}_ADDRESS"]
+        full_name = service_descriptor(name).full_name
+        await processes.wait_until(child, processes.grpc_serving(address, full_name))
 
-    gateway = await processes.start("gateway", [GATEWAY_MODULE], env, log_dir)
+    gateway = await processes.start("gateway", ["gateway.main"], env, log_dir)
     stack.push_async_callback(gateway.stop)
-    # /readyz would wait for services this harness does not start.
+    # Not /readyz: that waits for services this harness does not start.
     url = f"http://127.0.0.1:{env['PORT']}"
     await processes.wait_until(gateway, processes.http_ok(f"{url}/healthz"))
+    children["gateway"] = gateway
     return Deployment(
         url,
         description,
         database_url,
-        {"auth": auth, "gateway": gateway},
+        children,
         google,
+        billing_address=env["BILLING_ADDRESS"],
+        jwt_secret=env["JWT_SECRET"],
     )
 
 
 @dataclass(frozen=True)
 class DatabaseActivity:
-    """The PostgreSQL server processes serving the suite's database now, and
-    how many connections to it have ever been opened (PostgreSQL 14+)."""
+    """The PostgreSQL server processes serving the suite's database now, the
+    server's main process (when on this machine), and how many connections
+    to the database have been counted so far (PostgreSQL 14+). PostgreSQL
+    counts a connection when it flushes that session's statistics, at the
+    latest when it closes: the connection asking is not counted yet."""
 
     backend_pids: list[int]
+    server_pid: int | None
     connections_opened: int | None
 
 
@@ -154,10 +171,9 @@ async def database_activity(database_url: str) -> DatabaseActivity:
         opened = await _connections_opened(connection)
     finally:
         await connection.close()
-    # Less this connection, which is counted too.
-    return DatabaseActivity(
-        [int(row["pid"]) for row in rows], None if opened is None else opened - 1
-    )
+    pids = [int(row["pid"]) for row in rows]
+    server = next(filter(None, map(parent_pid, pids)), None)
+    return DatabaseActivity(pids, server, opened)
 
 
 async def _connections_opened(connection: asyncpg.Connection) -> int | None:

@@ -19,7 +19,6 @@ from tests.database import ROOT
 
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
-AUTH_SERVICE_NAME = "omnihub.auth.v1.AuthService"
 
 
 class ChildFailed(RuntimeError):

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
+import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +54,7 @@ class Profile:
     process: str
     raw_path: Path
     samples: int
-    seconds: int
+    seconds: float
     # Share of the wall time the GIL was held by sampled Python code.
     gil_busy: float
     # Where the samples were: the frame on top of the stack, the same by
@@ -60,37 +64,102 @@ class Profile:
     omnihub_costs: list[Cost]
 
 
-async def record(py_spy: str, pid: int, seconds: int, output: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        py_spy,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(seconds),
-        "--rate",
-        str(SAMPLES_PER_SECOND),
-        "--format",
-        "raw",
-        "--nolineno",
-        "--gil",
-        "--nonblocking",
-        "--output",
-        str(output),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+# How long py-spy may take to attach to a process before it starts sampling.
+ATTACH_TIMEOUT_SECONDS = 30.0
+
+
+class Recording:
+    """py-spy sampling one process from start() until stop(): the load, not
+    a fixed duration, decides how long. The clock starts when py-spy says
+    it has attached, so the wall time counts only sampled time."""
+
+    def __init__(self, py_spy: str, process: str, pid: int, output: Path) -> None:
+        self.py_spy = py_spy
+        self.process = process
+        self.pid = pid
+        self.output = output
+        self._child: asyncio.subprocess.Process | None = None
+        self._started = 0.0
+        self._log: list[bytes] = []
+
+    async def start(self) -> None:
+        self._child = await asyncio.create_subprocess_exec(
+            self.py_spy,
+            "record",
+            "--pid",
+            str(self.pid),
+            "--rate",
+            str(SAMPLES_PER_SECOND),
+            "--format",
+            "raw",
+            "--nolineno",
+            "--gil",
+            "--nonblocking",
+            "--output",
+            str(self.output),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        await asyncio.wait_for(self._attached(), ATTACH_TIMEOUT_SECONDS)
+        self._started = time.monotonic()
+
+    async def _attached(self) -> None:
+        assert self._child is not None
+        assert self._child.stdout is not None
+        while line := await self._child.stdout.readline():
+            self._log.append(line)
+            if b"Sampling process" in line:
+                return
+        await self._child.wait()
+        raise self._failure()
+
+    async def stop(self) -> Profile:
+        """Stop sampling (py-spy writes its file on SIGINT) and summarise."""
+        assert self._child is not None
+        seconds = time.monotonic() - self._started
+        self._child.send_signal(signal.SIGINT)
+        rest, _ = await self._child.communicate()
+        self._log.append(rest)
+        if self._child.returncode != 0:
+            raise self._failure()
+        return summarise(self.process, self.output, seconds)
+
+    async def kill(self) -> None:
+        """Make sure py-spy is gone, however the run ended."""
+        if self._child is not None and self._child.returncode is None:
+            self._child.kill()
+            await self._child.wait()
+
+    def _failure(self) -> RuntimeError:
+        text = b"".join(self._log).decode(errors="replace")
+        return RuntimeError(f"py-spy failed on pid {self.pid}: {text[-2000:]}")
+
+
+@asynccontextmanager
+async def sampled(
+    py_spy: str, pids: dict[str, int], paths: dict[str, Path]
+) -> AsyncIterator[list[Profile]]:
+    """Sample each named process while the block runs; the list it yields is
+    filled with their profiles when the block ends without an error."""
+    recordings = [
+        Recording(py_spy, name, pid, paths[name]) for name, pid in pids.items()
+    ]
+    profiles: list[Profile] = []
     try:
-        text, _ = await process.communicate()
+        for recording in recordings:
+            await recording.start()
+        yield profiles
+        for recording in recordings:
+            profiles.append(await recording.stop())
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if process.returncode != 0:
-        raise RuntimeError(f"py-spy failed on pid {pid}: {text.decode()[-2000:]}")
+        for recording in recordings:
+            await recording.kill()
 
 
 OMNIHUB_PACKAGES = ("libs", "gateway", "services")
+# A frame in at least this share of the busiest frame's samples is taken for
+# part of the process's entry chain.
+ENTRY_CHAIN_SHARE = 0.98
 
 
 def _file_of(frame: str) -> str:
@@ -105,12 +174,14 @@ def _package_of(frame: str) -> str:
     return parts[0].removesuffix(".py")
 
 
-def summarise(process: str, raw_path: Path, seconds: int, top: int = 10) -> Profile:
+def summarise(process: str, raw_path: Path, seconds: float, top: int = 10) -> Profile:
     leaves: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     omnihub: Counter[str] = Counter()
     total = 0
-    for line in raw_path.read_text().splitlines():
+    # py-spy writes no file when it caught no samples at all.
+    text = raw_path.read_text() if raw_path.exists() else ""
+    for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
@@ -135,5 +206,16 @@ def summarise(process: str, raw_path: Path, seconds: int, top: int = 10) -> Prof
         gil_busy=total / (seconds * SAMPLES_PER_SECOND) if seconds else 0.0,
         self_costs=costs(leaves),
         package_costs=costs(packages),
-        omnihub_costs=costs(omnihub),
+        omnihub_costs=costs(_without_entry_chain(omnihub)),
+    )
+
+
+def _without_entry_chain(frames: Counter[str]) -> Counter[str]:
+    """Drop the frames nearly every busy stack passes through (the process's
+    main(), the event loop's runner): they say nothing about where time goes."""
+    if not frames:
+        return frames
+    busiest = max(frames.values())
+    return Counter(
+        {frame: n for frame, n in frames.items() if n < ENTRY_CHAIN_SHARE * busiest}
     )

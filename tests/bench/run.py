@@ -3,7 +3,6 @@ sessions the load needs, drive each target with wrk, and tear it all down."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import platform
@@ -21,22 +20,28 @@ from typing import Any
 
 import httpx
 
-from tests.bench import processes, profile, sessions, wrk
-from tests.bench.cpu import CpuMeter
-from tests.bench.deployment import (
-    DatabaseActivity,
-    Deployment,
-    database_activity,
-    existing_suite,
-    start_suite,
-)
+from tests.bench import ledger, processes, profile, sessions, wrk
+from tests.bench.ceiling import MODELS_BODY_ENV, MODELS_ETAG_ENV
+from tests.bench.cpu import CpuMeter, Watched
+from tests.bench.deployment import Deployment, existing_suite, start_suite
+from tests.bench.ledger import LedgerBench, LedgerLoad, LedgerResult
+from tests.bench.measure import SuiteMeter
 from tests.bench.report import Result, Summary
 from tests.bench.wrk import Load, Report
 from tests.database import ROOT
 from tests.suite import free_port
 
-TARGETS = ("ceiling", "me", "refresh")
-PROFILED = ("gateway", "auth")
+TARGETS = (
+    "ceiling",
+    "me",
+    "refresh",
+    "models-ceiling",
+    "models",
+    "models-304",
+    "price",
+    "ledger",
+)
+MODELS_TARGETS = ("models-ceiling", "models", "models-304")
 # Refresh tokens to open when --sessions is not given: this many times what
 # wrk could spend at the expected rate, plus what can be in flight.
 POOL_HEADROOM = 1.5
@@ -46,6 +51,8 @@ MAX_POOL_SIZE = 50_000
 GUESSED_RATE = 500.0
 REFRESH_SCRIPT = wrk.SCRIPTS_DIR / "refresh.lua"
 REFRESH_SCRIPT_PREFIX = "refresh-pool"
+PRICE_SCRIPT = wrk.SCRIPTS_DIR / "price.lua"
+PRICED_MODEL = "fal-flux-pro-v1.1"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class Options:
     targets: tuple[str, ...]
     profile: bool
     results_dir: Path
+    ledger_rows: int = 1_000_000
+    ledger_seconds: int = 10
+    balance_reads: int = 2_000
 
     @property
     def refresh_load(self) -> Load:
@@ -66,6 +76,24 @@ class Options:
     @property
     def warmup_load(self) -> Load:
         return Load(self.load.threads, self.load.connections, self.warmup_seconds)
+
+    @property
+    def ledger_load(self) -> LedgerLoad:
+        return LedgerLoad(
+            self.ledger_rows,
+            self.balance_reads,
+            self.ledger_seconds,
+            self.warmup_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class ModelsListing:
+    """GET /api/models as the gateway answered it: the ceiling serves these
+    bytes, and the 304 target sends the ETag back."""
+
+    body: bytes
+    etag: str
 
 
 class Bench:
@@ -84,30 +112,39 @@ class Bench:
         self.deployment: Deployment | None = None
         self.sessions_opened: int | None = None
 
-    async def run(self) -> list[Result]:
+    async def run(self) -> tuple[list[Result], LedgerResult | None]:
         deployment = self.deployment = await self._deployment()
+        targets = self.options.targets
         results = []
-        if "ceiling" in self.options.targets:
-            results.append(await self._ceiling())
-        if "me" in self.options.targets or "refresh" in self.options.targets:
-            results += await self._suite_targets(deployment)
-        return results
+        if "ceiling" in targets:
+            me_ceiling = Result("ceiling", "ceiling: bare Starlette")
+            results.append(await self._ceiling(me_ceiling, "/api/auth/me", {}))
+        results += await self._suite_targets(deployment)
+        if "ledger" not in targets:
+            return results, None
+        say("Measuring the billing ledger (gRPC) ...")
+        profiler = self.py_spy if deployment.managed else None
+        ledger_bench = LedgerBench(
+            deployment, self.options.ledger_load, profiler, self.log_dir
+        )
+        return results, await ledger_bench.run()
 
     async def _deployment(self) -> Deployment:
         if self.options.url:
             return existing_suite(self.options.url)
-        say("Starting PostgreSQL, the auth service and the gateway ...")
+        say("Starting PostgreSQL, the services and the gateway ...")
         return await start_suite(self.stack, self.log_dir)
 
-    async def _ceiling(self) -> Result:
-        result = Result("ceiling", "ceiling: bare Starlette")
+    async def _ceiling(self, result: Result, path: str, env: dict[str, str]) -> Result:
+        """Serve a ceiling app in a process of its own (the rest of the suite
+        idles meanwhile), load `path` on it and stop it."""
         port = free_port()
-        env = processes.child_environment({"PORT": str(port)})
+        env = processes.child_environment({"PORT": str(port), **env})
         child = await processes.start(
-            "ceiling", ["tests.bench.ceiling"], env, self.log_dir
+            result.key, ["tests.bench.ceiling"], env, self.log_dir
         )
         self.stack.push_async_callback(child.stop)
-        url = f"http://127.0.0.1:{port}/api/auth/me"
+        url = f"http://127.0.0.1:{port}{path}"
         await processes.wait_until(child, processes.http_ok(url))
         say(f"Measuring {result.target} ...")
         await self._warm_up(url)
@@ -117,17 +154,110 @@ class Bench:
         return result
 
     async def _suite_targets(self, deployment: Deployment) -> list[Result]:
+        targets = self.options.targets
         results = []
         async with httpx.AsyncClient(
             base_url=deployment.gateway_url, timeout=30.0
         ) as http:
-            account = await sessions.register(http)
-            if "me" in self.options.targets:
-                results.append(await self._me(deployment, account))
-            if "refresh" in self.options.targets:
-                me = results[0].report if results else None
-                results.append(await self._refresh(http, deployment, me))
+            me = None
+            if "me" in targets:
+                account = await sessions.register(http)
+                me = await self._me(deployment, account)
+                results.append(me)
+            if "refresh" in targets:
+                me_report = me.report if me else None
+                results.append(await self._refresh(http, deployment, me_report))
+            if set(MODELS_TARGETS) & set(targets):
+                results += await self._models_targets(http, deployment)
+            if "price" in targets:
+                results.append(await self._price(deployment))
         return results
+
+    async def _models_targets(
+        self, http: httpx.AsyncClient, deployment: Deployment
+    ) -> list[Result]:
+        targets = self.options.targets
+        models_ceiling = Result(
+            "models-ceiling", "models-ceiling: bare Starlette, same bytes"
+        )
+        models = Result("models", "GET /api/models", ceiling_key="models-ceiling")
+        not_modified = Result(
+            "models-304", "GET /api/models, If-None-Match (304)", ceiling_key="ceiling"
+        )
+        chosen = [r for r in (models_ceiling, models, not_modified) if r.key in targets]
+        response = await http.get("/api/models")
+        if response.status_code != 200 or "etag" not in response.headers:
+            for result in chosen:
+                result.notes.append(
+                    f"not run: GET /api/models answered {response.status_code} "
+                    f"without the ETag the targets need: {response.text[:200]}"
+                )
+            return chosen
+        listing = ModelsListing(response.content, response.headers["etag"])
+        models_ceiling.notes.append(
+            f"served the gateway's {len(listing.body):,}-byte /api/models body "
+            f"(ETag {listing.etag})"
+        )
+        if models_ceiling in chosen:
+            await self._ceiling(models_ceiling, "/api/models", self._handed(listing))
+        if models in chosen:
+            await self._get(models, deployment, "/api/models", {})
+        if not_modified in chosen:
+            await self._not_modified(not_modified, http, deployment, listing)
+        return chosen
+
+    def _handed(self, listing: ModelsListing) -> dict[str, str]:
+        """The environment that hands the gateway's answer to the ceiling."""
+        body = self.work_dir / "models-body.json"
+        body.write_bytes(listing.body)
+        return {MODELS_BODY_ENV: str(body), MODELS_ETAG_ENV: listing.etag}
+
+    async def _not_modified(
+        self,
+        result: Result,
+        http: httpx.AsyncClient,
+        deployment: Deployment,
+        listing: ModelsListing,
+    ) -> None:
+        headers = {"If-None-Match": listing.etag}
+        # wrk counts a 200 and a 304 alike, so check once that it is a 304.
+        status = (await http.get("/api/models", headers=headers)).status_code
+        if status != 304:
+            result.notes.append(
+                f"the gateway answered If-None-Match with {status}, not 304: "
+                "these are full answers"
+            )
+        await self._get(result, deployment, "/api/models", headers)
+
+    async def _me(self, deployment: Deployment, account: sessions.Account) -> Result:
+        result = Result("me", "GET /api/auth/me", ceiling_key="ceiling")
+        headers = {"Authorization": f"Bearer {account.access_token}"}
+        return await self._get(result, deployment, "/api/auth/me", headers)
+
+    async def _get(
+        self,
+        result: Result,
+        deployment: Deployment,
+        path: str,
+        headers: dict[str, str],
+    ) -> Result:
+        url = f"{deployment.gateway_url}{path}"
+        say(f"Measuring {result.target} ...")
+        await self._warm_up(url, headers=headers)
+        run = wrk.run(self.wrk, url, self.options.load, headers=headers)
+        await self._measure(result, run, deployment)
+        return result
+
+    async def _price(self, deployment: Deployment) -> Result:
+        path = f"/api/models/{PRICED_MODEL}/price"
+        result = Result("price", f"POST {path}", ceiling_key="ceiling")
+        url = f"{deployment.gateway_url}{path}"
+        say(f"Measuring {result.target} ...")
+        if self.options.warmup_seconds:
+            await wrk.run(self.wrk, url, self.options.warmup_load, script=PRICE_SCRIPT)
+        run = wrk.run(self.wrk, url, self.options.load, script=PRICE_SCRIPT)
+        await self._measure(result, run, deployment)
+        return result
 
     def _pool_size(self, seconds: int, rate: float) -> int:
         """--sessions shared out by time, or enough tokens to keep wrk busy
@@ -154,23 +284,13 @@ class Bench:
         self.sessions_opened = (self.sessions_opened or 0) + len(pool)
         return pool
 
-    async def _me(self, deployment: Deployment, account: sessions.Account) -> Result:
-        result = Result("me", "GET /api/auth/me")
-        url = f"{deployment.gateway_url}/api/auth/me"
-        headers = {"Authorization": f"Bearer {account.access_token}"}
-        say(f"Measuring {result.target} ...")
-        await self._warm_up(url, headers=headers)
-        run = wrk.run(self.wrk, url, self.options.load, headers=headers)
-        await self._measure(result, run, deployment)
-        return result
-
     async def _refresh(
         self, http: httpx.AsyncClient, deployment: Deployment, me: Report | None
     ) -> Result:
         """Each request spends a token, so tokens are opened in two lots: for
         the warm-up at /me's rate (a refresh does more work, so should not be
         faster), then for the run at the rate the warm-up reached."""
-        result = Result("refresh", "POST /api/auth/refresh")
+        result = Result("refresh", "POST /api/auth/refresh", ceiling_key="ceiling")
         url = f"{deployment.gateway_url}/api/auth/refresh"
         rate = me.requests_per_second if me else GUESSED_RATE
         say(f"Measuring {result.target} ...")
@@ -191,7 +311,7 @@ class Bench:
             result.notes.append(f"not run: {refused}")
             return result
         run = self._run_refresh(url, self.options.refresh_load, pool)
-        await self._measure(result, run, deployment, seconds)
+        await self._measure(result, run, deployment)
         _note_refresh_pool(result)
         return result
 
@@ -215,66 +335,33 @@ class Bench:
     async def _measure_ceiling(
         self, result: Result, run: Awaitable[Report], pid: int
     ) -> None:
-        meter = CpuMeter({"ceiling": [pid]}, "wrk")
+        meter = CpuMeter({"ceiling": [Watched(pid)]}, "wrk")
         meter.start()
         result.report = await run
         result.cpu = meter.stop()
         _note_errors(result)
 
     async def _measure(
-        self,
-        result: Result,
-        run: Awaitable[Report],
-        deployment: Deployment,
-        seconds: int | None = None,
+        self, result: Result, run: Awaitable[Report], deployment: Deployment
     ) -> None:
         """Await a suite target's wrk run, noting the CPU split, connections
         opened to PostgreSQL and, with --profile, sampling the processes."""
-        pids = {name: [child.pid] for name, child in deployment.children.items()}
-        database = deployment.database_url
-        before = await database_activity(database) if database else None
-        if before is not None:
-            pids["postgres"] = before.backend_pids
         profiling = self.py_spy is not None and deployment.managed
-        meter = CpuMeter(pids, "wrk + py-spy" if profiling else "wrk")
-        meter.start()
-        if profiling:
-            result.report = await self._profiled(result, run, pids, seconds)
+        meter = SuiteMeter(deployment, "wrk + py-spy" if profiling else "wrk")
+        await meter.start()
+        if self.py_spy is not None and profiling:
+            pids = {name: child.pid for name, child in deployment.children.items()}
+            paths = {
+                name: self.log_dir / f"profile-{result.key}-{name}.txt" for name in pids
+            }
+            async with profile.sampled(self.py_spy, pids, paths) as profiles:
+                result.report = await run
+            result.profiles = profiles
         else:
             result.report = await run
-        if before is not None and database is not None:
-            after = await database_activity(database)
-            late = sorted(set(after.backend_pids) - set(before.backend_pids))
-            result.cpu = meter.stop({"postgres": late})
-            _note_connections(result, before, after)
-        else:
-            result.cpu = meter.stop()
+        result.cpu, notes = await meter.stop()
+        result.notes += notes
         _note_errors(result)
-
-    async def _profiled(
-        self,
-        result: Result,
-        run: Awaitable[Report],
-        pids: dict[str, list[int]],
-        seconds: int | None,
-    ) -> Report:
-        assert self.py_spy is not None
-        # A second short of the run, so that sampling never outlasts the load.
-        seconds = max(1, (seconds or self.options.load.seconds) - 1)
-        children = {name: pids[name][0] for name in PROFILED}
-        paths = {
-            name: self.log_dir / f"profile-{result.key}-{name}.txt" for name in children
-        }
-        recordings = [
-            profile.record(self.py_spy, pid, seconds, paths[name])
-            for name, pid in children.items()
-        ]
-        report, *_ = await asyncio.gather(run, *recordings)
-        assert isinstance(report, Report)
-        result.profiles = [
-            profile.summarise(name, path, seconds) for name, path in paths.items()
-        ]
-        return report
 
 
 def _note_errors(result: Result) -> None:
@@ -290,19 +377,6 @@ def _note_errors(result: Result) -> None:
         result.notes.append(
             f"socket errors ({errors}); timed-out requests are missing from the "
             "latencies"
-        )
-
-
-def _note_connections(
-    result: Result, before: DatabaseActivity, after: DatabaseActivity
-) -> None:
-    if before.connections_opened is None or after.connections_opened is None:
-        return
-    opened = after.connections_opened - before.connections_opened
-    if opened > 0:
-        result.notes.append(
-            f"{opened} new PostgreSQL connections were opened during the run "
-            "(the pool closes what it cannot keep and reopens under load)"
         )
 
 
@@ -338,6 +412,18 @@ def _version(command: list[str]) -> str:
     return output.splitlines()[0] if output else "unknown"
 
 
+def _commit() -> str:
+    git = ["git", "-C", str(ROOT)]
+    commit = _version([*git, "rev-parse", "--short", "HEAD"])
+    changed = subprocess.run(  # noqa: S603 - fixed arguments
+        [*git, "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{commit} with uncommitted changes" if changed else commit
+
+
 def _package(name: str) -> str:
     try:
         return metadata.version(name)
@@ -351,8 +437,9 @@ def settings_of(
     load = options.load
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-        "suite": options.url or "started by the harness (auth + gateway processes)",
+        "commit": _commit(),
+        "suite": options.url
+        or "started by the harness (auth, billing, catalog, gateway)",
         "database": deployment_database,
         "machine": f"{os.cpu_count()} cores, {platform.platform()}",
         "python": sys.version.split()[0],
@@ -365,7 +452,19 @@ def settings_of(
         "refresh token pool": (
             f"{pool_size} sessions" if pool_size is not None else "not used"
         ),
+        "ledger": _ledger_setting(options),
     }
+
+
+def _ledger_setting(options: Options) -> str:
+    if "ledger" not in options.targets:
+        return "not run"
+    return (
+        f"{options.ledger_rows:,} entries vs {ledger.SHORT_ENTRIES}, "
+        f"{options.balance_reads:,} GetBalance reads of each, one at a time; "
+        f"hold+capture {ledger.CLIENTS} clients x {options.ledger_seconds}s "
+        f"(after {options.warmup_seconds}s warm-up)"
+    )
 
 
 async def benchmark(options: Options, stamp: str) -> Summary:
@@ -375,9 +474,9 @@ async def benchmark(options: Options, stamp: str) -> Summary:
         # deleted with the run.
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         bench = Bench(options, stack, log_dir, work_dir)
-        results = await bench.run()
+        results, ledger_result = await bench.run()
         assert bench.deployment is not None
         settings = settings_of(
             options, bench.deployment.database, bench.wrk, bench.sessions_opened
         )
-    return Summary(settings, results)
+    return Summary(settings, results, ledger_result)

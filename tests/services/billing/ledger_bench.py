@@ -71,8 +71,10 @@ Metadata = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class Timings:
-    """One measured series: each call's (or pair's) latency, the wall time
-    the series took, and the calls that failed (not in the latencies)."""
+    """One measured series: each call's (or pair's) latency, the time the
+    series took (for reads taken in turn with another account's, the time
+    spent in its own calls) and the calls that failed (not in the
+    latencies)."""
 
     label: str
     seconds: list[float]
