@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from gateway.errors import ErrorBody, install_error_handlers
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
@@ -42,17 +43,23 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.upstream = Upstream(runtime)
     install_error_handlers(app)
     app.state.catalog = catalog.CatalogClient(app.state.upstream)
+    # Routes are matched in order: the ones read on every page come first.
     routers = (
         health.router,
+        catalog.router,
         auth.router,
         auth.admin_router,
-        catalog.router,
         billing.router,
         payments.router,
         profile.router,
     )
     for router in routers:
         app.include_router(router)
+    # The model list is read on every page: serve it without FastAPI's
+    # parameter solving (see catalog.fast_list_models).
+    app.router.routes.insert(
+        0, Route("/api/models", catalog.fast_list_models, methods=["GET"])
+    )
     # The last added runs first. CORS wraps the body limit so that a 413 is
     # readable by the web client too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -62,12 +62,19 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await _too_large(send, self.max_bytes)
                     return
-                break
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            # Nothing to count (most GETs): skip the wrapping.
+            await self.app(scope, receive, send)
+            return
         received = 0
         response_started = False
 

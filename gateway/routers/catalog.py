@@ -58,6 +58,7 @@ VERSION_TRUST_SECONDS = 1.0
 MAX_CACHED_LISTINGS = 64
 MAX_CATEGORY_LENGTH = 64
 ModelType = Literal["image", "video", "chat"]
+MODEL_TYPES = frozenset(ModelType.__args__)  # type: ignore[attr-defined]
 
 # --- The catalog client and its list cache --------------------------------
 
@@ -353,12 +354,28 @@ _LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/api/models", response_model=list[ModelOut], responses=_LIST_RESPONSES)
 async def list_models(
     request: Request,
-    catalog: CatalogDep,
     model_type: Annotated[ModelType | None, Query(alias="type")] = None,
     category: Annotated[str | None, Query(max_length=MAX_CATEGORY_LENGTH)] = None,
 ) -> Response:
     """Enabled models in display order, optionally of one type or category."""
-    key = ListingKey("models", model_type or "", category or "")
+    return await fast_list_models(request)
+
+
+async def fast_list_models(request: Request) -> Response:
+    """GET /api/models itself. The app mounts this as a plain Starlette route
+    ahead of FastAPI's (which stays for the OpenAPI description): it is read
+    on every page, and FastAPI's parameter solving would be most of its cost.
+    So it checks its two query parameters itself, the same way."""
+    model_type = request.query_params.get("type") or ""
+    category = request.query_params.get("category") or ""
+    if model_type and model_type not in MODEL_TYPES:
+        raise InvalidArgument.for_field(
+            "type", "type must be one of image, video or chat."
+        )
+    if len(category) > MAX_CATEGORY_LENGTH:
+        raise InvalidArgument.for_field("category", "category is too long.")
+    catalog: CatalogClient = request.app.state.catalog
+    key = ListingKey("models", model_type, category)
     return _cached_json(request, await catalog.listing(key, _render_models))
 
 
