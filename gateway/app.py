@@ -11,7 +11,15 @@ from starlette.routing import Route
 
 from gateway.errors import ErrorBody, install_error_handlers
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from gateway.routers import auth, billing, catalog, health, payments, profile
+from gateway.routers import (
+    auth,
+    billing,
+    catalog,
+    health,
+    payments,
+    profile,
+    workspaces,
+)
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.runtime import Runtime
@@ -43,6 +51,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.upstream = Upstream(runtime)
     install_error_handlers(app)
     app.state.catalog = catalog.CatalogClient(app.state.upstream)
+    app.state.workspaces = workspaces.WorkspaceClient(app.state.upstream)
     # Routes are matched in order: the ones read on every page come first.
     routers = (
         health.router,
@@ -52,6 +61,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         billing.router,
         payments.router,
         profile.router,
+        workspaces.router,
     )
     for router in routers:
         app.include_router(router)
@@ -69,7 +79,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-Id", "Retry-After"],
+        expose_headers=["X-Request-Id", "Retry-After", "X-Next-Cursor"],
     )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -68,11 +69,30 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# A Core statement runs the same on either; the hottest reads skip the ORM.
+Executor = AsyncSession | AsyncConnection
+
+
+async def fetch_row(db: Executor, sql: str, *args: object) -> Any:
+    """One SELECT straight on the asyncpg connection under the pool, as a
+    prepared statement: for the reads behind every page view, where
+    SQLAlchemy's statement machinery cost more than the query (GetMe and
+    GetBalance: about 0.35 ms of CPU each). Returns an asyncpg Record or None."""
+    connection = await db.connection() if isinstance(db, AsyncSession) else db
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return await driver.fetchrow(sql, *args)
+
+
+def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, without BEGIN and ROLLBACK round trips around each
+    statement. Only for reads that need no transaction; never write on it."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for single-statement reads: autocommit, so no BEGIN and
-    ROLLBACK round trips around the one SELECT. Never write through them."""
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return async_sessionmaker(autocommit, expire_on_commit=False)
+    """ORM sessions on the autocommit engine, for single-statement reads."""
+    return async_sessionmaker(autocommit_engine(engine), expire_on_commit=False)
 
 
 def alembic_config(migrations_dir: Path, schema: str) -> Config:

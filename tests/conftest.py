@@ -9,6 +9,7 @@ from libs.logs import configure_logging
 from services.auth.main import AuthProcess
 from services.billing.main import BillingProcess
 from services.catalog.main import CatalogProcess
+from services.workspace.main import WorkspaceProcess
 from tests import database
 from tests.fakes.google import FakeGoogle
 from tests.suite import ServedApp, run_gateway, run_service, suite_settings
@@ -74,11 +75,23 @@ async def catalog_service(settings: Settings) -> AsyncIterator[CatalogProcess]:
 
 
 @pytest.fixture(scope="session")
+async def workspace_service(
+    settings: Settings, auth_service: AuthProcess, billing_service: BillingProcess
+) -> AsyncIterator[WorkspaceProcess]:
+    # It asks auth for names and e-mail addresses and billing for balances.
+    process = WorkspaceProcess()
+    running = await run_service(process, settings)
+    yield process
+    await running.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
 async def gateway(
     settings: Settings,
     auth_service: AuthProcess,
     billing_service: BillingProcess,
     catalog_service: CatalogProcess,
+    workspace_service: WorkspaceProcess,
 ) -> AsyncIterator[ServedApp]:
     running = await run_gateway(settings)
     yield running

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Response, status
 from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2
 from omnihub.billing.v1 import billing_pb2
+from omnihub.workspace.v1 import workspace_pb2
 
 from gateway.deps import ClientDep, UpstreamDep, UserDep
 from gateway.routers.billing import own_account
+from gateway.routers.workspaces import WorkspaceClient, WorkspacesDep, workspace_out
 from gateway.schemas.auth import (
     AdminLoginBody,
     AdminLoginOut,
@@ -29,6 +31,7 @@ from gateway.schemas.auth import (
     UserOut,
 )
 from gateway.schemas.billing import credits
+from gateway.schemas.workspaces import WorkspaceOut
 from gateway.upstream import Upstream
 from libs.errors import DeadlineExceeded, Unavailable
 from libs.logs import get_logger
@@ -80,16 +83,51 @@ async def _balance(
     return credits(reply.balance_micros)
 
 
+async def _workspaces(
+    workspaces: WorkspaceClient, authorization: str
+) -> list[WorkspaceOut] | None:
+    """The user's workspaces; None while the workspace service cannot
+    answer, so that signing in still works during its outage."""
+    try:
+        reply = await workspaces.upstream.call(
+            workspaces.stub.ListWorkspaces,
+            workspace_pb2.ListWorkspacesRequest(),
+            authorization,
+        )
+    except (Unavailable, DeadlineExceeded) as exc:
+        log.warning("workspace.list_unavailable", error=exc.code)
+        return None
+    return [workspace_out(workspace) for workspace in reply.workspaces]
+
+
+def _personal(workspaces: list[WorkspaceOut] | None) -> WorkspaceOut | None:
+    return next((w for w in workspaces or () if w.is_default), None)
+
+
 async def _signed_in(
-    upstream: Upstream, tokens: auth_pb2.TokenPair, user: auth_pb2.User
+    upstream: Upstream,
+    workspaces: WorkspaceClient,
+    tokens: auth_pb2.TokenPair,
+    user: auth_pb2.User,
 ) -> SignedInOut:
-    balance = await _balance(upstream, user.id, f"Bearer {tokens.access_token}")
-    return SignedInOut(**_token_pair(tokens), user=_user(user, balance))
+    authorization = f"Bearer {tokens.access_token}"
+    balance, listed = await asyncio.gather(
+        _balance(upstream, user.id, authorization),
+        _workspaces(workspaces, authorization),
+    )
+    return SignedInOut(
+        **_token_pair(tokens),
+        user=_user(user, balance),
+        default_workspace=_personal(listed),
+    )
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
 async def register(
-    body: RegisterBody, client: ClientDep, upstream: UpstreamDep
+    body: RegisterBody,
+    client: ClientDep,
+    upstream: UpstreamDep,
+    workspaces: WorkspacesDep,
 ) -> SignedInOut:
     """Create an e-mail account and sign it in."""
     reply = await upstream.call(
@@ -98,31 +136,37 @@ async def register(
             email=body.email, password=body.password, name=body.name, client=client
         ),
     )
-    return await _signed_in(upstream, reply.tokens, reply.user)
+    return await _signed_in(upstream, workspaces, reply.tokens, reply.user)
 
 
 @router.post("/login")
 async def login(
-    body: LoginBody, client: ClientDep, upstream: UpstreamDep
+    body: LoginBody,
+    client: ClientDep,
+    upstream: UpstreamDep,
+    workspaces: WorkspacesDep,
 ) -> SignedInOut:
     """Sign in with e-mail and password."""
     reply = await upstream.call(
         upstream.auth.Login,
         auth_pb2.LoginRequest(email=body.email, password=body.password, client=client),
     )
-    return await _signed_in(upstream, reply.tokens, reply.user)
+    return await _signed_in(upstream, workspaces, reply.tokens, reply.user)
 
 
 @router.post("/google")
 async def google(
-    body: GoogleBody, client: ClientDep, upstream: UpstreamDep
+    body: GoogleBody,
+    client: ClientDep,
+    upstream: UpstreamDep,
+    workspaces: WorkspacesDep,
 ) -> SignedInOut:
     """Sign in with a Google Identity Services ID token."""
     reply = await upstream.call(
         upstream.auth.GoogleSignIn,
         auth_pb2.GoogleSignInRequest(credential=body.credential, client=client),
     )
-    return await _signed_in(upstream, reply.tokens, reply.user)
+    return await _signed_in(upstream, workspaces, reply.tokens, reply.user)
 
 
 @router.post("/refresh")
@@ -192,17 +236,23 @@ async def revoke_session(
 
 
 @router.get("/me")
-async def me(user: UserDep, upstream: UpstreamDep, response: Response) -> MeOut:
-    """The signed-in user."""
-    reply, balance = await asyncio.gather(
+async def me(
+    user: UserDep,
+    upstream: UpstreamDep,
+    workspaces: WorkspacesDep,
+    response: Response,
+) -> MeOut:
+    """The signed-in user, their workspaces and their personal workspace."""
+    reply, balance, listed = await asyncio.gather(
         upstream.call(upstream.auth.GetMe, auth_pb2.GetMeRequest(), user.authorization),
         _balance(upstream, user.id, user.authorization),
+        _workspaces(workspaces, user.authorization),
     )
     response.headers["Cache-Control"] = "no-store"
     return MeOut(
         **_user(reply.user, balance).model_dump(),
-        workspaces=[],
-        default_workspace=None,
+        workspaces=listed or [],
+        default_workspace=_personal(listed),
     )
 
 

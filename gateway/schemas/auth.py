@@ -4,11 +4,11 @@ camelCase the web client reads."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import Field, StrictStr
 
 from gateway.schemas.base import RequestBody, ResponseBody
+from gateway.schemas.workspaces import WorkspaceOut
 
 MAX_TOKEN_LENGTH = 4096
 
@@ -58,27 +58,20 @@ class UserOut(ResponseBody):
     created_at: datetime
 
 
-class WorkspaceSummaryOut(ResponseBody):
-    id: str
-    name: str
-    is_default: bool
-    user_role: str
-    member_count: int
-    credits: float
-    credit_mode: str
-    allocated_credits: float | None
-    owner_id: str
-    privacy_settings: dict[str, Any]
-
-
 class SignedInOut(TokenPairOut):
     user: UserOut
-    default_workspace: WorkspaceSummaryOut | None = None
+    default_workspace: WorkspaceOut | None = Field(
+        default=None,
+        description="The personal workspace; null while it cannot be read",
+    )
 
 
 class MeOut(UserOut):
-    workspaces: list[WorkspaceSummaryOut]
-    default_workspace: WorkspaceSummaryOut | None
+    workspaces: list[WorkspaceOut] = Field(
+        description="The caller's workspaces, the personal one first; empty "
+        "while the workspace service cannot be reached"
+    )
+    default_workspace: WorkspaceOut | None
 
 
 class SessionOut(ResponseBody):

@@ -14,10 +14,16 @@ from datetime import datetime
 from pathlib import Path
 
 from omnihub.billing.v1 import billing_pb2_grpc
+from omnihub.workspace.v1 import workspace_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.config import Settings, get_settings
-from libs.db import create_engine, read_session_factory, session_factory
+from libs.db import (
+    autocommit_engine,
+    create_engine,
+    read_session_factory,
+    session_factory,
+)
 from libs.grpc.server import ServiceDefinition
 from libs.logs import configure_logging, get_logger
 from libs.process import ServiceProcess, main
@@ -79,11 +85,18 @@ class AuthProcess(ServiceProcess):
         billing = billing_pb2_grpc.BillingServiceStub(
             runtime.upstreams.channel("billing")
         )
+        workspace = workspace_pb2_grpc.WorkspaceServiceStub(
+            runtime.upstreams.channel("workspace")
+        )
         self._outbox = OutboxRelay(
-            sessions, signup_handlers(billing, runtime.upstreams)
+            sessions, signup_handlers(billing, workspace, runtime.upstreams)
         )
         servicer = rpc.AuthServicer(
-            self.service, sessions, read_session_factory(engine), self._outbox
+            self.service,
+            sessions,
+            read_session_factory(engine),
+            autocommit_engine(engine),
+            self._outbox,
         )
         return [rpc.definition(servicer)]
 

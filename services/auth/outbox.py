@@ -1,9 +1,10 @@
 """Delivers outbox events to the services that act on them.
 
 At least once: an event stays due until every handler for its topic has
-succeeded, with growing pauses between attempts, so a billing outage at
-sign-up time delays the free credits but never loses them. Several auth
-replicas may run this; `FOR UPDATE SKIP LOCKED` gives each event to one.
+succeeded, with growing pauses between attempts, so a billing or workspace
+outage at sign-up time delays the free credits or the personal workspace but
+never loses them. Several auth replicas may run this; `FOR UPDATE SKIP
+LOCKED` gives each event to one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
+from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.grpc.client import Upstreams
@@ -93,7 +95,9 @@ class OutboxRelay:
 
 
 def signup_handlers(
-    billing: billing_pb2_grpc.BillingServiceAsyncStub, upstreams: Upstreams
+    billing: billing_pb2_grpc.BillingServiceAsyncStub,
+    workspace: workspace_pb2_grpc.WorkspaceServiceAsyncStub,
+    upstreams: Upstreams,
 ) -> dict[str, list[Handler]]:
     """What a new account sets off in other services."""
 
@@ -107,4 +111,12 @@ def signup_handlers(
             wait_for_ready=True,
         )
 
-    return {USER_REGISTERED: [grant_signup_credits]}
+    async def ensure_personal_workspace(payload: dict[str, str]) -> None:
+        await workspace.EnsurePersonalWorkspace(
+            workspace_pb2.EnsurePersonalWorkspaceRequest(user_id=payload["user_id"]),
+            timeout=upstreams.timeout(),
+            metadata=upstreams.metadata(),
+            wait_for_ready=True,
+        )
+
+    return {USER_REGISTERED: [grant_signup_credits, ensure_personal_workspace]}

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from libs.db import Executor, fetch_row
 from services.auth.models import (
     Admin,
     OutboxEvent,
@@ -72,6 +73,31 @@ async def insert_user(
 
 async def user_by_id(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await db.get(User, user_id)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user read with Core, without building an ORM object (for GetMe)."""
+
+    id: uuid.UUID
+    email: str
+    name: str
+    nickname: str
+    avatar_url: str | None
+    auth_provider: str
+    status: str
+    created_at: datetime
+
+
+_USER_RECORD = (
+    "SELECT id, email, name, nickname, avatar_url, auth_provider, status, created_at"
+    " FROM users WHERE id = $1"
+)
+
+
+async def user_record(db: Executor, user_id: uuid.UUID) -> UserRecord | None:
+    row = await fetch_row(db, _USER_RECORD, user_id)
+    return UserRecord(*row) if row else None
 
 
 async def user_by_email(db: AsyncSession, email: str) -> User | None:

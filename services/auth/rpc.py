@@ -12,13 +12,14 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.errors import FieldViolation, InvalidArgument
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
 from services.auth.models import Admin, Session, User
 from services.auth.outbox import OutboxRelay
+from services.auth.repository import UserRecord
 from services.auth.service import (
     AuthService,
     ClientInfo,
@@ -54,12 +55,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         service: AuthService,
         sessions: async_sessionmaker[AsyncSession],
         reads: async_sessionmaker[AsyncSession],
+        read_engine: AsyncEngine,
         outbox: OutboxRelay,
     ) -> None:
         self._service = service
         self._sessions = sessions
         # Autocommit sessions for the one-SELECT reads that run on every page.
         self._reads = reads
+        # GetMe runs on every page: one Core SELECT, no ORM, no transaction.
+        self._read_engine = read_engine
         self._outbox = outbox
 
     async def Register(
@@ -159,8 +163,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: Context
     ) -> auth_pb2.GetMeResponse:
-        async with self._reads() as db:
-            user = await self._service.me(db, current_caller().user_id)
+        async with self._read_engine.connect() as connection:
+            user = await self._service.me_record(connection, current_caller().user_id)
         return auth_pb2.GetMeResponse(user=_user(user))
 
     async def GetProfile(
@@ -280,7 +284,7 @@ def _token_pair(tokens: IssuedTokens) -> auth_pb2.TokenPair:
     )
 
 
-def _user(user: User) -> auth_pb2.User:
+def _user(user: User | UserRecord) -> auth_pb2.User:
     return auth_pb2.User(
         id=str(user.id),
         email=user.email,

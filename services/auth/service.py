@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.config import RateLimit, Settings
+from libs.db import Executor
 from libs.errors import (
     AccountDisabled,
     Conflict,
@@ -37,6 +38,7 @@ from services.auth.google import GoogleTokenVerifier
 from services.auth.models import Admin, Session, User
 from services.auth.outbox import USER_REGISTERED
 from services.auth.passwords import PasswordHashing
+from services.auth.repository import UserRecord
 
 log = get_logger(__name__)
 
@@ -433,6 +435,15 @@ class AuthService:
         self._require_active(user)
         return user
 
+    async def me_record(self, db: Executor, user_id: str) -> UserRecord:
+        """The same as `me`, read without the ORM for the every-page GetMe."""
+        parsed = parse_uuid(user_id)
+        user = await repository.user_record(db, parsed) if parsed else None
+        if user is None:
+            raise Unauthenticated("This account no longer exists.")
+        self._require_active(user)
+        return user
+
     async def lookup_users(
         self, db: AsyncSession, user_ids: list[str], email: str
     ) -> list[User]:
@@ -483,7 +494,7 @@ class AuthService:
         raise Conflict("Could not find a free nickname. Try again.")
 
     @staticmethod
-    def _require_active(user: User) -> None:
+    def _require_active(user: User | UserRecord) -> None:
         if user.status != "active":
             raise AccountDisabled(f"This account is {user.status}. Contact support.")
 

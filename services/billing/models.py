@@ -42,7 +42,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "billing"
 
-OWNER_TYPES = ("user", "workspace")
+# "member" is one member's allocation inside one workspace (the owner id is
+# the membership's id in the workspace service).
+OWNER_TYPES = ("user", "workspace", "member")
 ENTRY_KINDS = (
     "grant",
     "purchase",
@@ -62,7 +64,8 @@ SUBSCRIPTION_STATUSES = ("active", "cancelled")
 
 @dataclass(frozen=True)
 class Owner:
-    """Whose account: a user's own credits or a workspace's pool."""
+    """Whose account: a user's own credits, a workspace's pool or one
+    member's allocation in a workspace."""
 
     type: str
     id: uuid.UUID
@@ -155,6 +158,14 @@ class Hold(Base):
             "holds_open_by_account",
             "account_id",
             postgresql_where=text("status = 'held'"),
+        ),
+        # Usage reports select captured holds by tag containment (@>).
+        Index(
+            "holds_captured_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+            postgresql_where=text("status = 'captured'"),
         ),
     )
 

@@ -12,11 +12,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, cast, func, insert, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import INTERVAL
+from sqlalchemy import (
+    String,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.db import Executor, fetch_row
 from services.billing.models import (
     Account,
     BillingSettings,
@@ -94,12 +108,43 @@ async def record_result(db: AsyncSession, key: str, result: dict[str, Any]) -> N
 # Accounts
 
 
-async def account_by_owner(db: AsyncSession, owner: Owner) -> AccountBalance | None:
-    statement = select(Account.id, Account.balance, Account.held).where(
-        Account.owner_type == owner.type, Account.owner_id == owner.id
+_ACCOUNT_BY_OWNER = (
+    "SELECT id, balance, held FROM accounts WHERE owner_type = $1 AND owner_id = $2"
+)
+
+
+async def account_by_owner(db: Executor, owner: Owner) -> AccountBalance | None:
+    # Behind every page view (GetBalance): a prepared statement on the driver.
+    row = await fetch_row(db, _ACCOUNT_BY_OWNER, owner.type, owner.id)
+    return AccountBalance(row["id"], row["balance"], row["held"]) if row else None
+
+
+async def balances_of(
+    db: AsyncSession, owners: list[Owner]
+) -> dict[Owner, AccountBalance]:
+    """The accounts of `owners` that exist, in one query.
+
+    Two array parameters instead of a list of (type, id) pairs: the
+    statement stays the same whatever the number of owners, so it is
+    prepared once. The few extra rows the two arrays can match (an id of
+    one type asked under another) are dropped here.
+    """
+    if not owners:
+        return {}
+    wanted = set(owners)
+    statement = select(
+        Account.id, Account.owner_type, Account.owner_id, Account.balance, Account.held
+    ).where(
+        Account.owner_type
+        == any_(bindparam("types", sorted({o.type for o in owners}), ARRAY(String))),
+        Account.owner_id == any_(bindparam("ids", [o.id for o in owners], ARRAY(UUID))),
     )
-    row = (await db.execute(statement)).one_or_none()
-    return AccountBalance(row.id, row.balance, row.held) if row else None
+    found: dict[Owner, AccountBalance] = {}
+    for row in await db.execute(statement):
+        owner = Owner(row.owner_type, row.owner_id)
+        if owner in wanted:
+            found[owner] = AccountBalance(row.id, row.balance, row.held)
+    return found
 
 
 async def credit(db: AsyncSession, owner: Owner, amount: int) -> AccountBalance:
@@ -220,6 +265,41 @@ async def hold_by_id(db: AsyncSession, hold_id: uuid.UUID) -> Hold | None:
     return (
         await db.execute(select(Hold).where(Hold.id == hold_id))
     ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    values: tuple[str, ...]
+    count: int
+    captured: int
+
+
+async def captured_usage(
+    db: AsyncSession, tags: dict[str, str], group_by: list[str]
+) -> list[UsageTotal]:
+    """Captured holds whose tags contain `tags`, counted and summed per value
+    of each `group_by` tag ('' where a hold lacks one); biggest first."""
+    groups = [func.coalesce(Hold.tags[name].astext, "") for name in group_by]
+    statement = (
+        select(
+            *groups,
+            func.count().label("hold_count"),
+            func.sum(Hold.captured).label("captured"),
+        )
+        # A literal, not a parameter, so the planner can use the partial
+        # index on captured holds.
+        .where(text("status = 'captured'"), Hold.tags.contains(tags))
+        .group_by(*groups)
+        .order_by(func.sum(Hold.captured).desc())
+    )
+    return [
+        UsageTotal(
+            tuple(str(value) for value in row[: len(groups)]),
+            int(row.hold_count),
+            int(row.captured or 0),
+        )
+        for row in await db.execute(statement)
+    ]
 
 
 # Ledger

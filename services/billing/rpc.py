@@ -2,7 +2,8 @@
 transaction, calls the service, and raises domain errors unchanged (the
 server interceptor maps them to statuses).
 
-Access: every RPC that moves money is for services only. GetBalance and
+Access: every RPC that moves money is for services only, and so are the
+batch reads GetBalances and SummarizeUsage. GetBalance and
 ListTransactions are "a user for their own account, a service for any": the
 ACCESS map holds one rule per method, so these two are PUBLIC there and the
 service checks the verified caller itself (`service._require_readable`). A
@@ -51,11 +52,14 @@ ACCESS = {
     "GetCheckoutConfig": Access.PUBLIC,
     "GetBillingSettings": Access.PUBLIC,
     "SimulateCheckout": Access.USER,
+    "GetBalances": Access.SERVICE,
+    "SummarizeUsage": Access.SERVICE,
 }
 
 _OWNER_TYPES: dict[billing_pb2.OwnerType.ValueType, str] = {
     billing_pb2.OWNER_TYPE_USER: "user",
     billing_pb2.OWNER_TYPE_WORKSPACE: "workspace",
+    billing_pb2.OWNER_TYPE_MEMBER: "member",
 }
 _OWNER_TYPE_VALUES = {name: value for value, name in _OWNER_TYPES.items()}
 _ENTRY_KINDS: dict[str, billing_pb2.EntryKind.ValueType] = {
@@ -93,6 +97,45 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             )
         return billing_pb2.GetBalanceResponse(
             balance_micros=balance.balance, held_micros=balance.held
+        )
+
+    async def GetBalances(
+        self, request: billing_pb2.GetBalancesRequest, context: Context
+    ) -> billing_pb2.GetBalancesResponse:
+        async with self._reads() as db:
+            balances = await self._service.balances(
+                db, current_caller(), [_account(ref) for ref in request.accounts]
+            )
+        return billing_pb2.GetBalancesResponse(
+            balances=[
+                billing_pb2.AccountBalance(
+                    account=billing_pb2.AccountRef(
+                        owner_type=_OWNER_TYPE_VALUES[found.owner_type],
+                        owner_id=found.owner_id,
+                    ),
+                    balance_micros=found.balance,
+                    held_micros=found.held,
+                )
+                for found in balances
+            ]
+        )
+
+    async def SummarizeUsage(
+        self, request: billing_pb2.SummarizeUsageRequest, context: Context
+    ) -> billing_pb2.SummarizeUsageResponse:
+        async with self._reads() as db:
+            groups = await self._service.summarize_usage(
+                db, dict(request.tags), list(request.group_by)
+            )
+        return billing_pb2.SummarizeUsageResponse(
+            groups=[
+                billing_pb2.UsageGroup(
+                    values=list(group.values),
+                    count=group.count,
+                    captured_micros=group.captured,
+                )
+                for group in groups
+            ]
         )
 
     async def ListTransactions(

@@ -48,6 +48,8 @@ MAX_ACTOR_LENGTH = 255
 MAX_TAGS = 16
 MAX_TAG_KEY_LENGTH = 64
 MAX_TAG_VALUE_LENGTH = 256
+MAX_BALANCES = 500
+MAX_USAGE_GROUPS = 4
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 SIGNUP_REASON = "Sign-up credits"
@@ -153,6 +155,21 @@ class SignupGranted(Outcome):
 class Balance:
     balance: int
     held: int
+
+
+@dataclass(frozen=True)
+class OwnedBalance:
+    owner_type: str
+    owner_id: str
+    balance: int
+    held: int
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    values: tuple[str, ...]
+    count: int
+    captured: int
 
 
 @dataclass(frozen=True)
@@ -270,6 +287,51 @@ class BillingService:
         _require_readable(caller, owner)
         found = await repository.account_by_owner(db, owner)
         return Balance(found.balance, found.held) if found else Balance(0, 0)
+
+    async def balances(
+        self, db: AsyncSession, caller: Caller, accounts: list[AccountRef]
+    ) -> list[OwnedBalance]:
+        """Several balances in one query, in the order asked; each account
+        under the same rule as `balance`."""
+        checks = Checks()
+        if len(accounts) > MAX_BALANCES:
+            checks.fail("accounts", f"Ask for at most {MAX_BALANCES} accounts.")
+        owners = [
+            checks.owner(f"accounts[{index}]", account)
+            for index, account in enumerate(accounts)
+        ]
+        checks.done()
+        for owner in owners:
+            _require_readable(caller, owner)
+        found = await repository.balances_of(db, list(set(owners)))
+        zero = AccountBalance(_NIL_UUID, 0, 0)
+        return [
+            OwnedBalance(
+                owner.type,
+                str(owner.id),
+                found.get(owner, zero).balance,
+                found.get(owner, zero).held,
+            )
+            for owner in owners
+        ]
+
+    async def summarize_usage(
+        self, db: AsyncSession, tags: dict[str, str], group_by: list[str]
+    ) -> list[UsageGroup]:
+        """What captured holds carrying `tags` charged, per group."""
+        checks = Checks()
+        if not tags:
+            checks.fail("tags", "Name at least one tag to select holds by.")
+        tags = checks.tags(tags)
+        if len(group_by) > MAX_USAGE_GROUPS or len(set(group_by)) < len(group_by):
+            checks.fail(
+                "group_by", f"Group by at most {MAX_USAGE_GROUPS} different tags."
+            )
+        for name in group_by:
+            checks.text("group_by", name, MAX_TAG_KEY_LENGTH, required=True)
+        checks.done()
+        totals = await repository.captured_usage(db, tags, group_by)
+        return [UsageGroup(t.values, t.count, t.captured) for t in totals]
 
     async def transactions(
         self,

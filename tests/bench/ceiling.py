@@ -37,7 +37,21 @@ ME_SHAPED_BODY: dict[str, object] = {
     "avatarUrl": None,
     "credits": 0.0,
     "createdAt": "2025-01-01T00:00:00Z",
-    "workspaces": [],
+    "workspaces": [
+        {
+            "id": "4f1c2f0e-7a52-4e47-9a55-2a0e6c1d9b10",
+            "name": "Bench's Workspace",
+            "ownerId": "0b7f0a52-5a0e-4c55-9d1c-3f1f6c2b8e11",
+            "isDefault": True,
+            "isPersonal": True,
+            "userRole": "owner",
+            "memberCount": 1,
+            "credits": 0.0,
+            "creditMode": "personal",
+            "allocatedCredits": None,
+            "privacySettings": {"whoCanInvite": "admins"},
+        }
+    ],
     "defaultWorkspace": None,
 }
 

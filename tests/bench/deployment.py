@@ -29,9 +29,10 @@ GOOGLE_CLIENT_ID = "omnihub-bench.apps.googleusercontent.com"
 # limiter refusing it.
 UNLIMITED_RATE = "1000000000/1h"
 # The services the benchmarked routes call: /api/auth/me asks auth for the
-# user and billing for the balance, the model routes ask catalog, and the
-# ledger target calls billing itself. The others are not started.
-STARTED_SERVICES = ("auth", "billing", "catalog")
+# user, billing for the balance and workspace for the workspaces, the model
+# routes ask catalog, and the ledger target calls billing itself. The others
+# are not started.
+STARTED_SERVICES = ("auth", "billing", "catalog", "workspace")
 
 
 @dataclass

@@ -434,7 +434,8 @@ class TestMe:
         assert body.keys() >= USER_FIELDS
         assert body["id"] == user.id
         assert body["name"] == "Mia"
-        assert body["workspaces"] == []
+        assert [w["name"] for w in body["workspaces"]] == ["Mia's Workspace"]
+        assert body["defaultWorkspace"] == body["workspaces"][0]
         assert response.headers["cache-control"] == "no-store"
 
 

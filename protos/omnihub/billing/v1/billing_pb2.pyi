@@ -29,12 +29,20 @@ class _OwnerTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OwnerType.V
     OWNER_TYPE_UNSPECIFIED: _OwnerType.ValueType  # 0
     OWNER_TYPE_USER: _OwnerType.ValueType  # 1
     OWNER_TYPE_WORKSPACE: _OwnerType.ValueType  # 2
+    OWNER_TYPE_MEMBER: _OwnerType.ValueType  # 3
+    """One member's allocation inside one workspace; the owner id is the
+    membership's id. Readable by services only.
+    """
 
 class OwnerType(_OwnerType, metaclass=_OwnerTypeEnumTypeWrapper): ...
 
 OWNER_TYPE_UNSPECIFIED: OwnerType.ValueType  # 0
 OWNER_TYPE_USER: OwnerType.ValueType  # 1
 OWNER_TYPE_WORKSPACE: OwnerType.ValueType  # 2
+OWNER_TYPE_MEMBER: OwnerType.ValueType  # 3
+"""One member's allocation inside one workspace; the owner id is the
+membership's id. Readable by services only.
+"""
 Global___OwnerType: _TypeAlias = OwnerType  # noqa: Y015
 
 class _EntryKind:
@@ -1169,3 +1177,170 @@ class SimulateCheckoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SimulateCheckoutResponse: _TypeAlias = SimulateCheckoutResponse  # noqa: Y015
+
+@_typing.final
+class GetBalancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountRef]: ...
+    def __init__(
+        self,
+        *,
+        accounts: _abc.Iterable[Global___AccountRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalancesRequest: _TypeAlias = GetBalancesRequest  # noqa: Y015
+
+@_typing.final
+class AccountBalance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    BALANCE_MICROS_FIELD_NUMBER: _builtins.int
+    HELD_MICROS_FIELD_NUMBER: _builtins.int
+    balance_micros: _builtins.int
+    held_micros: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___AccountRef: ...
+    def __init__(
+        self,
+        *,
+        account: Global___AccountRef | None = ...,
+        balance_micros: _builtins.int = ...,
+        held_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "balance_micros", b"balance_micros", "held_micros", b"held_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountBalance: _TypeAlias = AccountBalance  # noqa: Y015
+
+@_typing.final
+class GetBalancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BALANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountBalance]: ...
+    def __init__(
+        self,
+        *,
+        balances: _abc.Iterable[Global___AccountBalance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalancesResponse: _TypeAlias = GetBalancesResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Holds whose tags include all of these (at least one), e.g.
+        {"workspace_id": "..."}.
+        """
+
+    @_builtins.property
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tag names to group by (at most 4), e.g. ["member_id", "usage_type"]."""
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        group_by: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_by", b"group_by", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageRequest: _TypeAlias = SummarizeUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    CAPTURED_MICROS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Captured holds in the group and what they charged."""
+    captured_micros: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The group's value of each group_by tag, in that order; empty where a
+        hold does not carry the tag.
+        """
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        count: _builtins.int = ...,
+        captured_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_micros", b"captured_micros", "count", b"count", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageGroup: _TypeAlias = UsageGroup  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageGroup]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___UsageGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageResponse: _TypeAlias = SummarizeUsageResponse  # noqa: Y015

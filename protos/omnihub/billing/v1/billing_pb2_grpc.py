@@ -132,6 +132,16 @@ class BillingServiceStub:
                 request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.SerializeToString,
                 response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.FromString,
                 _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GetBalances',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesResponse.FromString,
+                _registered_method=True)
+        self.SummarizeUsage = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/SummarizeUsage',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -273,6 +283,22 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBalances(self, request, context):
+        """Internal: the balances of several accounts at once (at most 500), in the
+        order asked; an account never used reads as zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeUsage(self, request, context):
+        """Internal: captured amounts of the holds carrying every tag of a filter,
+        counted and summed per value of the grouping tags (usage reports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -365,6 +391,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.SimulateCheckout,
                     request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.FromString,
                     response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesResponse.SerializeToString,
+            ),
+            'SummarizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeUsage,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -861,6 +897,60 @@ class BillingService:
             '/omnihub.billing.v1.BillingService/SimulateCheckout',
             omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.SerializeToString,
             omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GetBalances',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/SummarizeUsage',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,14 @@ class BillingServiceStub:
     for the customer in Razorpay Checkout. Only where the simulator is the
     configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
     """
+    GetBalances: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBalancesRequest, _billing_pb2.GetBalancesResponse]
+    """Internal: the balances of several accounts at once (at most 500), in the
+    order asked; an account never used reads as zero.
+    """
+    SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SummarizeUsageRequest, _billing_pb2.SummarizeUsageResponse]
+    """Internal: captured amounts of the holds carrying every tag of a filter,
+    counted and summed per value of the grouping tags (usage reports).
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -132,6 +140,14 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Pays the caller's own order in the local Razorpay simulator, standing in
     for the customer in Razorpay Checkout. Only where the simulator is the
     configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+    """
+    GetBalances: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBalancesRequest, _billing_pb2.GetBalancesResponse]  # type: ignore[assignment]
+    """Internal: the balances of several accounts at once (at most 500), in the
+    order asked; an account never used reads as zero.
+    """
+    SummarizeUsage: _aio.UnaryUnaryMultiCallable[_billing_pb2.SummarizeUsageRequest, _billing_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
+    """Internal: captured amounts of the holds carrying every tag of a filter,
+    counted and summed per value of the grouping tags (usage reports).
     """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -290,6 +306,26 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Pays the caller's own order in the local Razorpay simulator, standing in
         for the customer in Razorpay Checkout. Only where the simulator is the
         configured Razorpay (GetCheckoutConfig.simulated); NOT_FOUND elsewhere.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBalances(
+        self,
+        request: _billing_pb2.GetBalancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetBalancesResponse, _abc.Awaitable[_billing_pb2.GetBalancesResponse]]:
+        """Internal: the balances of several accounts at once (at most 500), in the
+        order asked; an account never used reads as zero.
+        """
+
+    @_abc_1.abstractmethod
+    def SummarizeUsage(
+        self,
+        request: _billing_pb2.SummarizeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.SummarizeUsageResponse, _abc.Awaitable[_billing_pb2.SummarizeUsageResponse]]:
+        """Internal: captured amounts of the holds carrying every tag of a filter,
+        counted and summed per value of the grouping tags (usage reports).
         """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

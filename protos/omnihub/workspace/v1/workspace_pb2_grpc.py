@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.workspace.v1 import workspace_pb2 as omnihub_dot_workspace_dot_v1_dot_workspace__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,14 @@ if _version_not_supported:
 
 
 class WorkspaceServiceStub:
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
     """
 
     def __init__(self, channel):
@@ -35,16 +42,383 @@ class WorkspaceServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListWorkspaces = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ListWorkspaces',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesResponse.FromString,
+                _registered_method=True)
+        self.CreateWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/CreateWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.GetWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/GetWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.UpdateWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/UpdateWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.DeleteWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/DeleteWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ListMembers',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.UpdateMemberRole = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/UpdateMemberRole',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/RemoveMember',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberResponse.FromString,
+                _registered_method=True)
+        self.LeaveWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/LeaveWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.TransferOwnership = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/TransferOwnership',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipResponse.FromString,
+                _registered_method=True)
+        self.CreateInvite = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/CreateInvite',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteResponse.FromString,
+                _registered_method=True)
+        self.ListInvites = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ListInvites',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesResponse.FromString,
+                _registered_method=True)
+        self.RevokeInvite = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/RevokeInvite',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteResponse.FromString,
+                _registered_method=True)
+        self.PreviewInvite = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/PreviewInvite',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteResponse.FromString,
+                _registered_method=True)
+        self.AcceptInvite = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/AcceptInvite',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteResponse.FromString,
+                _registered_method=True)
+        self.AddCredits = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/AddCredits',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsResponse.FromString,
+                _registered_method=True)
+        self.AllocateCredits = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/AllocateCredits',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/GetUsage',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.EnsurePersonalWorkspace = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/EnsurePersonalWorkspace',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceResponse.FromString,
+                _registered_method=True)
+        self.ResolvePayer = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ResolvePayer',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerResponse.FromString,
+                _registered_method=True)
+        self.CheckVisibility = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/CheckVisibility',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.FromString,
+                _registered_method=True)
 
 
 class WorkspaceServiceServicer:
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
     """
+
+    def ListWorkspaces(self, request, context):
+        """The caller's workspaces: their own personal one first, then the newest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWorkspace(self, request, context):
+        """A new team workspace owned by the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkspace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkspace(self, request, context):
+        """Renames, or changes the credit mode or privacy settings (fields not set
+        keep their values).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWorkspace(self, request, context):
+        """Deletes a team workspace; its pool and every allocation go back to the
+        owner's own credits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """Members, owner first, then admins, then members by joining time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMemberRole(self, request, context):
+        """Makes a member an admin or an admin a member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Removes a member; their unspent allocation goes back to the pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveWorkspace(self, request, context):
+        """The caller leaves; their unspent allocation goes back to the pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferOwnership(self, request, context):
+        """Makes another member the owner; the old owner becomes an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateInvite(self, request, context):
+        """A single-use invite link token, shown once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInvites(self, request, context):
+        """Invites neither used, withdrawn nor expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeInvite(self, request, context):
+        """Withdraws an invite; withdrawing it again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewInvite(self, request, context):
+        """What an invite token leads to, for anyone holding it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptInvite(self, request, context):
+        """Joins the caller to the invite's workspace as a member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCredits(self, request, context):
+        """Moves credits from the caller's own account into the pool, once per
+        request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllocateCredits(self, request, context):
+        """Moves credits from the pool to one member's allocation, once per
+        request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Credits spent in the workspace, by usage type and by member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnsurePersonalWorkspace(self, request, context):
+        """Internal: the user's personal workspace, made on the first call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolvePayer(self, request, context):
+        """Internal: which billing accounts pay for a user's work in a workspace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckVisibility(self, request, context):
+        """Internal: whether a user may see another member's chat, image or video
+        in a workspace, under the workspace's visibility settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_WorkspaceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListWorkspaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkspaces,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesResponse.SerializeToString,
+            ),
+            'CreateWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceResponse.SerializeToString,
+            ),
+            'GetWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceResponse.SerializeToString,
+            ),
+            'UpdateWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceResponse.SerializeToString,
+            ),
+            'DeleteWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'UpdateMemberRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMemberRole,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberResponse.SerializeToString,
+            ),
+            'LeaveWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceResponse.SerializeToString,
+            ),
+            'TransferOwnership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferOwnership,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipResponse.SerializeToString,
+            ),
+            'CreateInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInvite,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteResponse.SerializeToString,
+            ),
+            'ListInvites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvites,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesResponse.SerializeToString,
+            ),
+            'RevokeInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeInvite,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteResponse.SerializeToString,
+            ),
+            'PreviewInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewInvite,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteResponse.SerializeToString,
+            ),
+            'AcceptInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptInvite,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteResponse.SerializeToString,
+            ),
+            'AddCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCredits,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsResponse.SerializeToString,
+            ),
+            'AllocateCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateCredits,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'EnsurePersonalWorkspace': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnsurePersonalWorkspace,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceResponse.SerializeToString,
+            ),
+            'ResolvePayer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolvePayer,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerResponse.SerializeToString,
+            ),
+            'CheckVisibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckVisibility,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.workspace.v1.WorkspaceService', rpc_method_handlers)
@@ -54,6 +428,579 @@ def add_WorkspaceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkspaceService:
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
     """
+
+    @staticmethod
+    def ListWorkspaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ListWorkspaces',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListWorkspacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/CreateWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/GetWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/UpdateWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/DeleteWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ListMembers',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMemberRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/UpdateMemberRole',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateMemberRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/RemoveMember',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RemoveMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/LeaveWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.LeaveWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferOwnership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/TransferOwnership',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.TransferOwnershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/CreateInvite',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ListInvites',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListInvitesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/RevokeInvite',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.RevokeInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/PreviewInvite',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.PreviewInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/AcceptInvite',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AcceptInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/AddCredits',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocateCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/AllocateCredits',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AllocateCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/GetUsage',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnsurePersonalWorkspace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/EnsurePersonalWorkspace',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolvePayer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ResolvePayer',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ResolvePayerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckVisibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/CheckVisibility',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.workspace.v1 import workspace_pb2 as _workspace_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,323 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WorkspaceServiceStub:
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkspaceServiceAsyncStub: ...
+    ListWorkspaces: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ListWorkspacesRequest, _workspace_pb2.ListWorkspacesResponse]
+    """The caller's workspaces: their own personal one first, then the newest."""
+    CreateWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.CreateWorkspaceRequest, _workspace_pb2.CreateWorkspaceResponse]
+    """A new team workspace owned by the caller."""
+    GetWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.GetWorkspaceRequest, _workspace_pb2.GetWorkspaceResponse]
+    UpdateWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.UpdateWorkspaceRequest, _workspace_pb2.UpdateWorkspaceResponse]
+    """Renames, or changes the credit mode or privacy settings (fields not set
+    keep their values).
+    """
+    DeleteWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.DeleteWorkspaceRequest, _workspace_pb2.DeleteWorkspaceResponse]
+    """Deletes a team workspace; its pool and every allocation go back to the
+    owner's own credits.
+    """
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ListMembersRequest, _workspace_pb2.ListMembersResponse]
+    """Members, owner first, then admins, then members by joining time."""
+    UpdateMemberRole: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.UpdateMemberRoleRequest, _workspace_pb2.UpdateMemberRoleResponse]
+    """Makes a member an admin or an admin a member."""
+    RemoveMember: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.RemoveMemberRequest, _workspace_pb2.RemoveMemberResponse]
+    """Removes a member; their unspent allocation goes back to the pool."""
+    LeaveWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.LeaveWorkspaceRequest, _workspace_pb2.LeaveWorkspaceResponse]
+    """The caller leaves; their unspent allocation goes back to the pool."""
+    TransferOwnership: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.TransferOwnershipRequest, _workspace_pb2.TransferOwnershipResponse]
+    """Makes another member the owner; the old owner becomes an admin."""
+    CreateInvite: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.CreateInviteRequest, _workspace_pb2.CreateInviteResponse]
+    """A single-use invite link token, shown once."""
+    ListInvites: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ListInvitesRequest, _workspace_pb2.ListInvitesResponse]
+    """Invites neither used, withdrawn nor expired."""
+    RevokeInvite: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.RevokeInviteRequest, _workspace_pb2.RevokeInviteResponse]
+    """Withdraws an invite; withdrawing it again changes nothing."""
+    PreviewInvite: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.PreviewInviteRequest, _workspace_pb2.PreviewInviteResponse]
+    """What an invite token leads to, for anyone holding it."""
+    AcceptInvite: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.AcceptInviteRequest, _workspace_pb2.AcceptInviteResponse]
+    """Joins the caller to the invite's workspace as a member."""
+    AddCredits: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.AddCreditsRequest, _workspace_pb2.AddCreditsResponse]
+    """Moves credits from the caller's own account into the pool, once per
+    request_id.
+    """
+    AllocateCredits: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.AllocateCreditsRequest, _workspace_pb2.AllocateCreditsResponse]
+    """Moves credits from the pool to one member's allocation, once per
+    request_id.
+    """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.GetUsageRequest, _workspace_pb2.GetUsageResponse]
+    """Credits spent in the workspace, by usage type and by member."""
+    EnsurePersonalWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.EnsurePersonalWorkspaceRequest, _workspace_pb2.EnsurePersonalWorkspaceResponse]
+    """Internal: the user's personal workspace, made on the first call."""
+    ResolvePayer: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ResolvePayerRequest, _workspace_pb2.ResolvePayerResponse]
+    """Internal: which billing accounts pay for a user's work in a workspace."""
+    CheckVisibility: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.CheckVisibilityRequest, _workspace_pb2.CheckVisibilityResponse]
+    """Internal: whether a user may see another member's chat, image or video
+    in a workspace, under the workspace's visibility settings.
+    """
 
 @_typing.type_check_only
 class WorkspaceServiceAsyncStub(WorkspaceServiceStub):
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-
-class WorkspaceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The workspace service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    ListWorkspaces: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ListWorkspacesRequest, _workspace_pb2.ListWorkspacesResponse]  # type: ignore[assignment]
+    """The caller's workspaces: their own personal one first, then the newest."""
+    CreateWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.CreateWorkspaceRequest, _workspace_pb2.CreateWorkspaceResponse]  # type: ignore[assignment]
+    """A new team workspace owned by the caller."""
+    GetWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.GetWorkspaceRequest, _workspace_pb2.GetWorkspaceResponse]  # type: ignore[assignment]
+    UpdateWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.UpdateWorkspaceRequest, _workspace_pb2.UpdateWorkspaceResponse]  # type: ignore[assignment]
+    """Renames, or changes the credit mode or privacy settings (fields not set
+    keep their values).
+    """
+    DeleteWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.DeleteWorkspaceRequest, _workspace_pb2.DeleteWorkspaceResponse]  # type: ignore[assignment]
+    """Deletes a team workspace; its pool and every allocation go back to the
+    owner's own credits.
+    """
+    ListMembers: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ListMembersRequest, _workspace_pb2.ListMembersResponse]  # type: ignore[assignment]
+    """Members, owner first, then admins, then members by joining time."""
+    UpdateMemberRole: _aio.UnaryUnaryMultiCallable[_workspace_pb2.UpdateMemberRoleRequest, _workspace_pb2.UpdateMemberRoleResponse]  # type: ignore[assignment]
+    """Makes a member an admin or an admin a member."""
+    RemoveMember: _aio.UnaryUnaryMultiCallable[_workspace_pb2.RemoveMemberRequest, _workspace_pb2.RemoveMemberResponse]  # type: ignore[assignment]
+    """Removes a member; their unspent allocation goes back to the pool."""
+    LeaveWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.LeaveWorkspaceRequest, _workspace_pb2.LeaveWorkspaceResponse]  # type: ignore[assignment]
+    """The caller leaves; their unspent allocation goes back to the pool."""
+    TransferOwnership: _aio.UnaryUnaryMultiCallable[_workspace_pb2.TransferOwnershipRequest, _workspace_pb2.TransferOwnershipResponse]  # type: ignore[assignment]
+    """Makes another member the owner; the old owner becomes an admin."""
+    CreateInvite: _aio.UnaryUnaryMultiCallable[_workspace_pb2.CreateInviteRequest, _workspace_pb2.CreateInviteResponse]  # type: ignore[assignment]
+    """A single-use invite link token, shown once."""
+    ListInvites: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ListInvitesRequest, _workspace_pb2.ListInvitesResponse]  # type: ignore[assignment]
+    """Invites neither used, withdrawn nor expired."""
+    RevokeInvite: _aio.UnaryUnaryMultiCallable[_workspace_pb2.RevokeInviteRequest, _workspace_pb2.RevokeInviteResponse]  # type: ignore[assignment]
+    """Withdraws an invite; withdrawing it again changes nothing."""
+    PreviewInvite: _aio.UnaryUnaryMultiCallable[_workspace_pb2.PreviewInviteRequest, _workspace_pb2.PreviewInviteResponse]  # type: ignore[assignment]
+    """What an invite token leads to, for anyone holding it."""
+    AcceptInvite: _aio.UnaryUnaryMultiCallable[_workspace_pb2.AcceptInviteRequest, _workspace_pb2.AcceptInviteResponse]  # type: ignore[assignment]
+    """Joins the caller to the invite's workspace as a member."""
+    AddCredits: _aio.UnaryUnaryMultiCallable[_workspace_pb2.AddCreditsRequest, _workspace_pb2.AddCreditsResponse]  # type: ignore[assignment]
+    """Moves credits from the caller's own account into the pool, once per
+    request_id.
+    """
+    AllocateCredits: _aio.UnaryUnaryMultiCallable[_workspace_pb2.AllocateCreditsRequest, _workspace_pb2.AllocateCreditsResponse]  # type: ignore[assignment]
+    """Moves credits from the pool to one member's allocation, once per
+    request_id.
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_workspace_pb2.GetUsageRequest, _workspace_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Credits spent in the workspace, by usage type and by member."""
+    EnsurePersonalWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.EnsurePersonalWorkspaceRequest, _workspace_pb2.EnsurePersonalWorkspaceResponse]  # type: ignore[assignment]
+    """Internal: the user's personal workspace, made on the first call."""
+    ResolvePayer: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ResolvePayerRequest, _workspace_pb2.ResolvePayerResponse]  # type: ignore[assignment]
+    """Internal: which billing accounts pay for a user's work in a workspace."""
+    CheckVisibility: _aio.UnaryUnaryMultiCallable[_workspace_pb2.CheckVisibilityRequest, _workspace_pb2.CheckVisibilityResponse]  # type: ignore[assignment]
+    """Internal: whether a user may see another member's chat, image or video
+    in a workspace, under the workspace's visibility settings.
     """
 
-    ...
+class WorkspaceServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Workspaces: members and their roles, privacy settings, invites, and the
+    credit pool and allocations a workspace spends (kept as billing accounts).
+
+    Every user has one personal workspace, made when the account is created.
+    Roles are owner (exactly one), admin and member. A workspace a caller is
+    not a member of is NOT_FOUND, never PERMISSION_DENIED, so that workspace
+    ids reveal nothing; a member without the right gets PERMISSION_DENIED.
+    Amounts are integer micro-credits (1 credit = 1,000,000).
+    """
+
+    @_abc_1.abstractmethod
+    def ListWorkspaces(
+        self,
+        request: _workspace_pb2.ListWorkspacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ListWorkspacesResponse, _abc.Awaitable[_workspace_pb2.ListWorkspacesResponse]]:
+        """The caller's workspaces: their own personal one first, then the newest."""
+
+    @_abc_1.abstractmethod
+    def CreateWorkspace(
+        self,
+        request: _workspace_pb2.CreateWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.CreateWorkspaceResponse, _abc.Awaitable[_workspace_pb2.CreateWorkspaceResponse]]:
+        """A new team workspace owned by the caller."""
+
+    @_abc_1.abstractmethod
+    def GetWorkspace(
+        self,
+        request: _workspace_pb2.GetWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.GetWorkspaceResponse, _abc.Awaitable[_workspace_pb2.GetWorkspaceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateWorkspace(
+        self,
+        request: _workspace_pb2.UpdateWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.UpdateWorkspaceResponse, _abc.Awaitable[_workspace_pb2.UpdateWorkspaceResponse]]:
+        """Renames, or changes the credit mode or privacy settings (fields not set
+        keep their values).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteWorkspace(
+        self,
+        request: _workspace_pb2.DeleteWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.DeleteWorkspaceResponse, _abc.Awaitable[_workspace_pb2.DeleteWorkspaceResponse]]:
+        """Deletes a team workspace; its pool and every allocation go back to the
+        owner's own credits.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _workspace_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ListMembersResponse, _abc.Awaitable[_workspace_pb2.ListMembersResponse]]:
+        """Members, owner first, then admins, then members by joining time."""
+
+    @_abc_1.abstractmethod
+    def UpdateMemberRole(
+        self,
+        request: _workspace_pb2.UpdateMemberRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.UpdateMemberRoleResponse, _abc.Awaitable[_workspace_pb2.UpdateMemberRoleResponse]]:
+        """Makes a member an admin or an admin a member."""
+
+    @_abc_1.abstractmethod
+    def RemoveMember(
+        self,
+        request: _workspace_pb2.RemoveMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.RemoveMemberResponse, _abc.Awaitable[_workspace_pb2.RemoveMemberResponse]]:
+        """Removes a member; their unspent allocation goes back to the pool."""
+
+    @_abc_1.abstractmethod
+    def LeaveWorkspace(
+        self,
+        request: _workspace_pb2.LeaveWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.LeaveWorkspaceResponse, _abc.Awaitable[_workspace_pb2.LeaveWorkspaceResponse]]:
+        """The caller leaves; their unspent allocation goes back to the pool."""
+
+    @_abc_1.abstractmethod
+    def TransferOwnership(
+        self,
+        request: _workspace_pb2.TransferOwnershipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.TransferOwnershipResponse, _abc.Awaitable[_workspace_pb2.TransferOwnershipResponse]]:
+        """Makes another member the owner; the old owner becomes an admin."""
+
+    @_abc_1.abstractmethod
+    def CreateInvite(
+        self,
+        request: _workspace_pb2.CreateInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.CreateInviteResponse, _abc.Awaitable[_workspace_pb2.CreateInviteResponse]]:
+        """A single-use invite link token, shown once."""
+
+    @_abc_1.abstractmethod
+    def ListInvites(
+        self,
+        request: _workspace_pb2.ListInvitesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ListInvitesResponse, _abc.Awaitable[_workspace_pb2.ListInvitesResponse]]:
+        """Invites neither used, withdrawn nor expired."""
+
+    @_abc_1.abstractmethod
+    def RevokeInvite(
+        self,
+        request: _workspace_pb2.RevokeInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.RevokeInviteResponse, _abc.Awaitable[_workspace_pb2.RevokeInviteResponse]]:
+        """Withdraws an invite; withdrawing it again changes nothing."""
+
+    @_abc_1.abstractmethod
+    def PreviewInvite(
+        self,
+        request: _workspace_pb2.PreviewInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.PreviewInviteResponse, _abc.Awaitable[_workspace_pb2.PreviewInviteResponse]]:
+        """What an invite token leads to, for anyone holding it."""
+
+    @_abc_1.abstractmethod
+    def AcceptInvite(
+        self,
+        request: _workspace_pb2.AcceptInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.AcceptInviteResponse, _abc.Awaitable[_workspace_pb2.AcceptInviteResponse]]:
+        """Joins the caller to the invite's workspace as a member."""
+
+    @_abc_1.abstractmethod
+    def AddCredits(
+        self,
+        request: _workspace_pb2.AddCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.AddCreditsResponse, _abc.Awaitable[_workspace_pb2.AddCreditsResponse]]:
+        """Moves credits from the caller's own account into the pool, once per
+        request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def AllocateCredits(
+        self,
+        request: _workspace_pb2.AllocateCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.AllocateCreditsResponse, _abc.Awaitable[_workspace_pb2.AllocateCreditsResponse]]:
+        """Moves credits from the pool to one member's allocation, once per
+        request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _workspace_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.GetUsageResponse, _abc.Awaitable[_workspace_pb2.GetUsageResponse]]:
+        """Credits spent in the workspace, by usage type and by member."""
+
+    @_abc_1.abstractmethod
+    def EnsurePersonalWorkspace(
+        self,
+        request: _workspace_pb2.EnsurePersonalWorkspaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.EnsurePersonalWorkspaceResponse, _abc.Awaitable[_workspace_pb2.EnsurePersonalWorkspaceResponse]]:
+        """Internal: the user's personal workspace, made on the first call."""
+
+    @_abc_1.abstractmethod
+    def ResolvePayer(
+        self,
+        request: _workspace_pb2.ResolvePayerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ResolvePayerResponse, _abc.Awaitable[_workspace_pb2.ResolvePayerResponse]]:
+        """Internal: which billing accounts pay for a user's work in a workspace."""
+
+    @_abc_1.abstractmethod
+    def CheckVisibility(
+        self,
+        request: _workspace_pb2.CheckVisibilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.CheckVisibilityResponse, _abc.Awaitable[_workspace_pb2.CheckVisibilityResponse]]:
+        """Internal: whether a user may see another member's chat, image or video
+        in a workspace, under the workspace's visibility settings.
+        """
 
 def add_WorkspaceServiceServicer_to_server(servicer: WorkspaceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,438 @@
+"""All SQL of the workspace service.
+
+Row locks order the operations that must not interleave: whatever moves
+credits of a workspace or admits, changes or removes one of its members
+holds `FOR KEY SHARE` on the workspace row, and deleting the workspace
+needs `FOR UPDATE` on it, so a deletion waits for those to finish and they
+find the workspace gone if it went first. A member row being removed is
+locked `FOR UPDATE`; an allocation to that member holds `FOR KEY SHARE` on it.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Select,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from services.workspace.models import Invite, Member, Workspace
+
+StatementT = TypeVar("StatementT", bound=Select)  # type: ignore[type-arg]
+
+
+class Lock(enum.Enum):
+    # Keeps the row from being deleted (or its key changed), nothing more.
+    KEY_SHARE = "key share"
+    # For changes to the row's columns.
+    NO_KEY_UPDATE = "no key update"
+    # For deleting the row.
+    UPDATE = "update"
+
+
+def _locked(statement: StatementT, lock: Lock | None, of: Any) -> StatementT:
+    if lock is Lock.KEY_SHARE:
+        return statement.with_for_update(read=True, key_share=True, of=of)
+    if lock is Lock.NO_KEY_UPDATE:
+        return statement.with_for_update(key_share=True, of=of)
+    if lock is Lock.UPDATE:
+        return statement.with_for_update(of=of)
+    return statement
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceRecord:
+    """A workspaces row, read with Core: lists build many of them, and ORM
+    objects cost three times as much to load."""
+
+    id: uuid.UUID
+    name: str
+    owner_id: uuid.UUID
+    is_personal: bool
+    credit_mode: str
+    privacy_settings: dict[str, str]
+    has_pool: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A members row, read with Core."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+    role_rank: int
+    has_allocation: bool
+    joined_at: datetime
+
+
+_WORKSPACE = [getattr(Workspace, f.name) for f in fields(WorkspaceRecord)]
+_MEMBER = [getattr(Member, f.name) for f in fields(MemberRecord)]
+
+
+def _workspace(row: Sequence[Any]) -> WorkspaceRecord:
+    return WorkspaceRecord(*row[: len(_WORKSPACE)])
+
+
+def _member(row: Sequence[Any], start: int = 0) -> MemberRecord:
+    return MemberRecord(*row[start : start + len(_MEMBER)])
+
+
+@dataclass(frozen=True)
+class MembershipRow:
+    """A workspace seen by one of its members."""
+
+    workspace: WorkspaceRecord
+    member: MemberRecord
+    member_count: int
+
+
+# Workspaces
+
+
+def _member_count() -> Any:
+    """Members of the outer query's workspace (its own alias of `members`,
+    which the outer query joins too)."""
+    counted = aliased(Member)
+    return (
+        select(func.count())
+        .where(counted.workspace_id == Workspace.id)
+        .correlate(Workspace)
+        .scalar_subquery()
+    )
+
+
+async def membership(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID,
+    lock: Lock | None = None,
+) -> tuple[WorkspaceRecord, MemberRecord] | None:
+    """A workspace and the user's membership of it, with the workspace row
+    locked as asked; None when either is missing."""
+    statement = (
+        select(*_WORKSPACE, *_MEMBER)
+        .join(Member, Member.workspace_id == Workspace.id)
+        .where(Workspace.id == workspace_id, Member.user_id == user_id)
+    )
+    row = (await db.execute(_locked(statement, lock, Workspace))).one_or_none()
+    if row is None:
+        return None
+    return _workspace(row), _member(row, len(_WORKSPACE))
+
+
+async def member_count(db: AsyncSession, workspace_id: uuid.UUID) -> int:
+    statement = select(func.count()).where(Member.workspace_id == workspace_id)
+    return int((await db.execute(statement)).scalar_one())
+
+
+async def workspace_by_id(
+    db: AsyncSession, workspace_id: uuid.UUID
+) -> WorkspaceRecord | None:
+    statement = select(*_WORKSPACE).where(Workspace.id == workspace_id)
+    row = (await db.execute(statement)).one_or_none()
+    return _workspace(row) if row else None
+
+
+async def personal_workspace_of(
+    db: AsyncSession, user_id: uuid.UUID
+) -> WorkspaceRecord | None:
+    statement = select(*_WORKSPACE).where(
+        Workspace.owner_id == user_id, Workspace.is_personal
+    )
+    row = (await db.execute(statement)).one_or_none()
+    return _workspace(row) if row else None
+
+
+async def insert_workspace(
+    db: AsyncSession,
+    *,
+    name: str,
+    owner_id: uuid.UUID,
+    is_personal: bool,
+    credit_mode: str,
+    privacy_settings: dict[str, str],
+) -> WorkspaceRecord | None:
+    """The new workspace; None if it is a personal one and the owner already
+    has one (a concurrent insert waits for the other to commit first)."""
+    statement = pg_insert(Workspace).values(
+        id=uuid.uuid4(),
+        name=name,
+        owner_id=owner_id,
+        is_personal=is_personal,
+        credit_mode=credit_mode,
+        privacy_settings=privacy_settings,
+    )
+    if is_personal:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=[Workspace.owner_id],
+            # The partial index's own predicate, word for word.
+            index_where=literal_column("is_personal"),
+        )
+    row = (await db.execute(statement.returning(*_WORKSPACE))).one_or_none()
+    return _workspace(row) if row else None
+
+
+async def workspaces_page(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    after: tuple[bool, datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[MembershipRow]:
+    """The user's workspaces, their own personal one first, then newest
+    first, after the (own personal, created_at, id) position `after`."""
+    own_personal = Workspace.is_personal & (Workspace.owner_id == user_id)
+    position = tuple_(own_personal, Workspace.created_at, Workspace.id)
+    statement = (
+        select(*_WORKSPACE, *_MEMBER, _member_count())
+        .join(Member, Member.workspace_id == Workspace.id)
+        .where(Member.user_id == user_id)
+    )
+    if after is not None:
+        statement = statement.where(position < tuple_(*after))
+    statement = statement.order_by(
+        own_personal.desc(), Workspace.created_at.desc(), Workspace.id.desc()
+    ).limit(limit)
+    return [
+        MembershipRow(_workspace(row), _member(row, len(_WORKSPACE)), int(row[-1]))
+        for row in await db.execute(statement)
+    ]
+
+
+async def update_workspace(
+    db: AsyncSession, workspace_id: uuid.UUID, values: dict[str, Any]
+) -> WorkspaceRecord:
+    statement = (
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(**values, updated_at=func.now())
+        .returning(*_WORKSPACE)
+    )
+    return _workspace((await db.execute(statement)).one())
+
+
+async def delete_workspace(db: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Deletes the workspace; its members and invites go with it (CASCADE)."""
+    await db.execute(delete(Workspace).where(Workspace.id == workspace_id))
+
+
+async def mark_pool_funded(db: AsyncSession, workspace_id: uuid.UUID) -> None:
+    # Only the first funding writes (and briefly locks) the row.
+    await db.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id, Workspace.has_pool.is_(False))
+        .values(has_pool=True)
+    )
+
+
+# Members
+
+
+async def insert_member(
+    db: AsyncSession, workspace_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> MemberRecord | None:
+    """The new membership; None if the user is already a member."""
+    statement = (
+        pg_insert(Member)
+        .values(id=uuid.uuid4(), workspace_id=workspace_id, user_id=user_id, role=role)
+        .on_conflict_do_nothing(index_elements=[Member.workspace_id, Member.user_id])
+        .returning(*_MEMBER)
+    )
+    row = (await db.execute(statement)).one_or_none()
+    return _member(row) if row else None
+
+
+async def member_of(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    user_id: uuid.UUID,
+    lock: Lock | None = None,
+) -> MemberRecord | None:
+    statement = select(*_MEMBER).where(
+        Member.workspace_id == workspace_id, Member.user_id == user_id
+    )
+    row = (await db.execute(_locked(statement, lock, Member))).one_or_none()
+    return _member(row) if row else None
+
+
+async def members_page(
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    after: tuple[int, datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[MemberRecord]:
+    """Members in listing order (owner, admins, members; then by joining),
+    after the (role_rank, joined_at, id) position `after` when given."""
+    statement = select(*_MEMBER).where(Member.workspace_id == workspace_id)
+    if after is not None:
+        position = tuple_(Member.role_rank, Member.joined_at, Member.id)
+        statement = statement.where(position > tuple_(*after))
+    statement = statement.order_by(Member.role_rank, Member.joined_at, Member.id).limit(
+        limit
+    )
+    return [_member(row) for row in await db.execute(statement)]
+
+
+async def allocated_membership_ids(
+    db: AsyncSession, workspace_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Members whose allocation account was ever funded."""
+    statement = select(Member.id).where(
+        Member.workspace_id == workspace_id, Member.has_allocation
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def mark_allocation_funded(db: AsyncSession, member_id: uuid.UUID) -> None:
+    await db.execute(
+        update(Member)
+        .where(Member.id == member_id, Member.has_allocation.is_(False))
+        .values(has_allocation=True)
+    )
+
+
+async def set_role(db: AsyncSession, member_id: uuid.UUID, role: str) -> None:
+    await db.execute(update(Member).where(Member.id == member_id).values(role=role))
+
+
+async def delete_member(db: AsyncSession, member_id: uuid.UUID) -> None:
+    await db.execute(delete(Member).where(Member.id == member_id))
+
+
+# Invites
+
+
+async def expire_stale_invites(
+    db: AsyncSession, workspace_id: uuid.UUID, email: str
+) -> None:
+    """Mark an address's lapsed pending invite expired, so a new one may be
+    made for it."""
+    await db.execute(
+        update(Invite)
+        .where(
+            Invite.workspace_id == workspace_id,
+            Invite.email == email,
+            Invite.status == "pending",
+            Invite.expires_at <= func.now(),
+        )
+        .values(status="expired", settled_at=func.now())
+    )
+
+
+async def insert_invite(
+    db: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    token_hash: bytes,
+    email: str | None,
+    invited_by: uuid.UUID,
+    expires_at: datetime,
+) -> Invite | None:
+    """The new invite; None while the address has another open invite."""
+    statement = (
+        pg_insert(Invite)
+        .values(
+            id=uuid.uuid4(),
+            workspace_id=workspace_id,
+            token_hash=token_hash,
+            email=email,
+            invited_by=invited_by,
+            expires_at=expires_at,
+        )
+        .on_conflict_do_nothing()
+        .returning(Invite)
+    )
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def open_invites(
+    db: AsyncSession, workspace_id: uuid.UUID, limit: int
+) -> list[Invite]:
+    """Pending, unexpired invites, newest first."""
+    statement = (
+        select(Invite)
+        .where(
+            Invite.workspace_id == workspace_id,
+            Invite.status == "pending",
+            Invite.expires_at > func.now(),
+        )
+        .order_by(Invite.created_at.desc())
+        .limit(limit)
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def open_invite_count(db: AsyncSession, workspace_id: uuid.UUID) -> int:
+    statement = select(func.count()).where(
+        Invite.workspace_id == workspace_id,
+        Invite.status == "pending",
+        Invite.expires_at > func.now(),
+    )
+    return int((await db.execute(statement)).scalar_one())
+
+
+async def invite_by_token_hash(
+    db: AsyncSession, token_hash: bytes, *, lock: bool = False
+) -> tuple[Invite, WorkspaceRecord] | None:
+    """An invite and its workspace; with `lock`, the invite row is held
+    `FOR UPDATE`: acceptances of one token queue here, and so does deleting
+    the workspace, whose cascade deletes the invite."""
+    statement = select(Invite).where(Invite.token_hash == token_hash)
+    if lock:
+        statement = statement.with_for_update()
+    invite = (await db.execute(statement)).scalar_one_or_none()
+    if invite is None:
+        return None
+    workspace = await workspace_by_id(db, invite.workspace_id)
+    return (invite, workspace) if workspace else None
+
+
+async def accept_invite(
+    db: AsyncSession, invite_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    await db.execute(
+        update(Invite)
+        .where(Invite.id == invite_id)
+        .values(status="accepted", accepted_by=user_id, settled_at=func.now())
+    )
+
+
+async def revoke_invite(
+    db: AsyncSession, workspace_id: uuid.UUID, invite_id: uuid.UUID
+) -> Invite | None:
+    """Withdraw a pending invite; None if the workspace has no invite by that
+    id. An invite no longer pending is returned unchanged."""
+    statement = (
+        update(Invite)
+        .where(
+            Invite.id == invite_id,
+            Invite.workspace_id == workspace_id,
+            Invite.status == "pending",
+        )
+        .values(status="revoked", settled_at=func.now())
+        .returning(Invite)
+    )
+    revoked = (await db.execute(statement)).scalar_one_or_none()
+    if revoked is not None:
+        return revoked
+    found = select(Invite).where(
+        Invite.id == invite_id, Invite.workspace_id == workspace_id
+    )
+    return (await db.execute(found)).scalar_one_or_none()
