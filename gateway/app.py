@@ -18,6 +18,7 @@ from gateway.routers import (
     health,
     payments,
     profile,
+    projects,
     workspaces,
 )
 from gateway.upstream import Upstream
@@ -62,6 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         payments.router,
         profile.router,
         workspaces.router,
+        projects.router,
     )
     for router in routers:
         app.include_router(router)

@@ -163,3 +163,79 @@ class Invite(Base):
             postgresql_where=text("status = 'pending'"),
         ),
     )
+
+
+ASSET_KINDS = ("image", "video", "text", "generation")
+DEFAULT_PROJECT_COLOR = "#8b5cf6"
+
+
+class Project(Base):
+    """A user's folder of reference images and saved results, in one of
+    their workspaces; its members see it only when it is shared."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(2000), server_default="")
+    color: Mapped[str] = mapped_column(String(7), server_default=DEFAULT_PROJECT_COLOR)
+    shared_with_workspace: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint("length(name) >= 1", name="projects_name"),
+        CheckConstraint("color ~ '^#[0-9a-f]{6}$'", name="projects_color"),
+        Index("projects_by_owner", "owner_id", text("created_at DESC")),
+        Index(
+            "projects_shared",
+            "workspace_id",
+            text("created_at DESC"),
+            postgresql_where=text("shared_with_workspace"),
+        ),
+    )
+
+
+class ProjectAsset(Base):
+    """A URL kept in a project, or a saved generation (then its id, so that
+    saving it twice keeps one asset)."""
+
+    __tablename__ = "project_assets"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    added_by: Mapped[uuid.UUID] = mapped_column(UUID)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    generation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    title: Mapped[str] = mapped_column(String(200), server_default="")
+    # `metadata` is taken by SQLAlchemy's declarative base.
+    extra: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ASSET_KINDS), name="project_assets_kind"),
+        CheckConstraint(
+            "url IS NOT NULL OR generation_id IS NOT NULL",
+            name="project_assets_points_somewhere",
+        ),
+        CheckConstraint(
+            "octet_length(metadata::text) <= 4096", name="project_assets_metadata"
+        ),
+        Index(
+            "project_assets_once_per_generation",
+            "project_id",
+            "generation_id",
+            unique=True,
+            postgresql_where=text("generation_id IS NOT NULL"),
+        ),
+        Index("project_assets_listing", "project_id", text("created_at DESC")),
+    )

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Select,
     delete,
+    exists,
     func,
     literal_column,
     select,
@@ -30,7 +31,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from services.workspace.models import Invite, Member, Workspace
+from services.workspace.models import (
+    Invite,
+    Member,
+    Project,
+    ProjectAsset,
+    Workspace,
+)
 
 StatementT = TypeVar("StatementT", bound=Select)  # type: ignore[type-arg]
 
@@ -436,3 +443,134 @@ async def revoke_invite(
         Invite.id == invite_id, Invite.workspace_id == workspace_id
     )
     return (await db.execute(found)).scalar_one_or_none()
+
+
+# Projects
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    """A project as one user sees it: whether they are a member of its
+    workspace, who owns that workspace, and how many assets it holds."""
+
+    project: Project
+    workspace_owner_id: uuid.UUID
+    viewer_is_member: bool
+    asset_count: int
+
+
+def _asset_count() -> Any:
+    return (
+        select(func.count())
+        .where(ProjectAsset.project_id == Project.id)
+        .correlate(Project)
+        .scalar_subquery()
+    )
+
+
+def _is_member(viewer: uuid.UUID) -> Any:
+    return exists().where(
+        Member.workspace_id == Project.workspace_id, Member.user_id == viewer
+    )
+
+
+async def project_for(
+    db: AsyncSession, project_id: uuid.UUID, viewer: uuid.UUID
+) -> ProjectRow | None:
+    statement = (
+        select(Project, Workspace.owner_id, _is_member(viewer), _asset_count())
+        .join(Workspace, Workspace.id == Project.workspace_id)
+        .where(Project.id == project_id)
+    )
+    row = (await db.execute(statement)).one_or_none()
+    if row is None:
+        return None
+    return ProjectRow(row[0], row[1], bool(row[2]), int(row[3]))
+
+
+async def visible_projects(
+    db: AsyncSession,
+    viewer: uuid.UUID,
+    workspace_id: uuid.UUID | None,
+    limit: int,
+) -> list[tuple[Project, int]]:
+    """The viewer's own projects and the shared ones of workspaces they
+    belong to, newest first."""
+    shared = Project.shared_with_workspace & _is_member(viewer)
+    statement = select(Project, _asset_count()).where(
+        (Project.owner_id == viewer) | shared
+    )
+    if workspace_id is not None:
+        statement = statement.where(Project.workspace_id == workspace_id)
+    statement = statement.order_by(Project.created_at.desc(), Project.id.desc())
+    rows = await db.execute(statement.limit(limit))
+    return [(row[0], int(row[1])) for row in rows]
+
+
+async def insert_project(
+    db: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    values: dict[str, Any],
+) -> Project:
+    statement = (
+        pg_insert(Project)
+        .values(id=uuid.uuid4(), workspace_id=workspace_id, owner_id=owner_id, **values)
+        .returning(Project)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+async def update_project(
+    db: AsyncSession, project_id: uuid.UUID, values: dict[str, Any]
+) -> Project:
+    """`values` holds only columns the service chose; never request keys."""
+    statement = (
+        update(Project)
+        .where(Project.id == project_id)
+        .values(**values, updated_at=func.now())
+        .returning(Project)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+async def delete_project(db: AsyncSession, project_id: uuid.UUID) -> None:
+    """Deletes the project; its assets go with it (CASCADE)."""
+    await db.execute(delete(Project).where(Project.id == project_id))
+
+
+async def project_assets(
+    db: AsyncSession, project_id: uuid.UUID, limit: int
+) -> list[ProjectAsset]:
+    statement = (
+        select(ProjectAsset)
+        .where(ProjectAsset.project_id == project_id)
+        .order_by(ProjectAsset.created_at.desc(), ProjectAsset.id.desc())
+        .limit(limit)
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def insert_asset(
+    db: AsyncSession, values: dict[str, Any]
+) -> tuple[ProjectAsset, bool]:
+    """The new asset and True; for a generation already in the project, the
+    asset saved before and False."""
+    statement = (
+        pg_insert(ProjectAsset)
+        .values(id=uuid.uuid4(), **values)
+        .on_conflict_do_nothing(
+            index_elements=[ProjectAsset.project_id, ProjectAsset.generation_id],
+            index_where=ProjectAsset.generation_id.isnot(None),
+        )
+        .returning(ProjectAsset)
+    )
+    created = (await db.execute(statement)).scalar_one_or_none()
+    if created is not None:
+        return created, True
+    existing = select(ProjectAsset).where(
+        ProjectAsset.project_id == values["project_id"],
+        ProjectAsset.generation_id == values["generation_id"],
+    )
+    return (await db.execute(existing)).scalar_one(), False

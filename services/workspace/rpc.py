@@ -23,10 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.errors import FieldViolation, InvalidArgument
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.server import ServiceDefinition
-from services.workspace.models import Invite
+from services.workspace.models import Invite, Project, ProjectAsset
 from services.workspace.roles import PRIVACY_CHOICES
 from services.workspace.service import (
     MemberView,
+    NewAsset,
+    ProjectChanges,
+    ProjectService,
+    ProjectView,
     WorkspaceService,
     WorkspaceUpdate,
     WorkspaceView,
@@ -57,6 +61,12 @@ ACCESS = {
     "EnsurePersonalWorkspace": Access.SERVICE,
     "ResolvePayer": Access.SERVICE,
     "CheckVisibility": Access.SERVICE,
+    "ListProjects": Access.USER,
+    "CreateProject": Access.USER,
+    "UpdateProject": Access.USER,
+    "DeleteProject": Access.USER,
+    "ListProjectAssets": Access.USER,
+    "AddProjectAsset": Access.USER,
 }
 
 
@@ -68,6 +78,7 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
         reads: async_sessionmaker[AsyncSession],
     ) -> None:
         self._service = service
+        self._projects = ProjectService()
         self._sessions = sessions
         # Autocommit sessions for reads that lock nothing.
         self._reads = reads
@@ -354,6 +365,93 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
             )
         return workspace_pb2.CheckVisibilityResponse(visible=visible)
 
+    # Projects
+
+    async def ListProjects(
+        self, request: workspace_pb2.ListProjectsRequest, context: Context
+    ) -> workspace_pb2.ListProjectsResponse:
+        async with self._reads() as db:
+            views = await self._projects.list_projects(
+                db, current_caller().user_id, request.workspace_id, request.page_size
+            )
+        return workspace_pb2.ListProjectsResponse(
+            projects=[_project(view) for view in views]
+        )
+
+    async def CreateProject(
+        self, request: workspace_pb2.CreateProjectRequest, context: Context
+    ) -> workspace_pb2.CreateProjectResponse:
+        changes = ProjectChanges(
+            name=request.name,
+            description=request.description,
+            color=request.color,
+            shared_with_workspace=request.shared_with_workspace,
+        )
+        async with self._sessions.begin() as db:
+            view = await self._projects.create_project(
+                db, current_caller().user_id, request.workspace_id, changes
+            )
+        return workspace_pb2.CreateProjectResponse(project=_project(view))
+
+    async def UpdateProject(
+        self, request: workspace_pb2.UpdateProjectRequest, context: Context
+    ) -> workspace_pb2.UpdateProjectResponse:
+        _refuse_unknown_fields(request)
+        changes = ProjectChanges(
+            name=request.name if request.HasField("name") else None,
+            description=(
+                request.description if request.HasField("description") else None
+            ),
+            color=request.color if request.HasField("color") else None,
+            shared_with_workspace=(
+                request.shared_with_workspace
+                if request.HasField("shared_with_workspace")
+                else None
+            ),
+        )
+        async with self._sessions.begin() as db:
+            view = await self._projects.update_project(
+                db, current_caller().user_id, request.project_id, changes
+            )
+        return workspace_pb2.UpdateProjectResponse(project=_project(view))
+
+    async def DeleteProject(
+        self, request: workspace_pb2.DeleteProjectRequest, context: Context
+    ) -> workspace_pb2.DeleteProjectResponse:
+        async with self._sessions.begin() as db:
+            await self._projects.delete_project(
+                db, current_caller().user_id, request.project_id
+            )
+        return workspace_pb2.DeleteProjectResponse()
+
+    async def ListProjectAssets(
+        self, request: workspace_pb2.ListProjectAssetsRequest, context: Context
+    ) -> workspace_pb2.ListProjectAssetsResponse:
+        async with self._reads() as db:
+            assets = await self._projects.list_assets(
+                db, current_caller().user_id, request.project_id, request.page_size
+            )
+        return workspace_pb2.ListProjectAssetsResponse(
+            assets=[_asset(asset) for asset in assets]
+        )
+
+    async def AddProjectAsset(
+        self, request: workspace_pb2.AddProjectAssetRequest, context: Context
+    ) -> workspace_pb2.AddProjectAssetResponse:
+        asset = NewAsset(
+            kind=request.kind,
+            url=request.url,
+            generation_id=request.generation_id,
+            title=request.title,
+        )
+        async with self._sessions.begin() as db:
+            saved = await self._projects.add_asset(
+                db, current_caller().user_id, request.project_id, asset
+            )
+        return workspace_pb2.AddProjectAssetResponse(
+            asset=_asset(saved.asset), created=saved.created
+        )
+
 
 def definition(servicer: WorkspaceServicer) -> ServiceDefinition:
     return ServiceDefinition(
@@ -428,3 +526,32 @@ def _refuse_unknown_fields(request: Message) -> None:
                 FieldViolation(str(number), "Unknown field.") for number in numbers
             ),
         )
+
+
+def _project(view: ProjectView) -> workspace_pb2.Project:
+    project: Project = view.project
+    return workspace_pb2.Project(
+        id=str(project.id),
+        workspace_id=str(project.workspace_id),
+        owner_id=str(project.owner_id),
+        name=project.name,
+        description=project.description,
+        color=project.color,
+        shared_with_workspace=project.shared_with_workspace,
+        asset_count=view.asset_count,
+        created_at=_timestamp(project.created_at),
+        updated_at=_timestamp(project.updated_at),
+    )
+
+
+def _asset(asset: ProjectAsset) -> workspace_pb2.ProjectAsset:
+    return workspace_pb2.ProjectAsset(
+        id=str(asset.id),
+        project_id=str(asset.project_id),
+        added_by=str(asset.added_by),
+        kind=asset.kind,
+        url=asset.url or "",
+        generation_id=str(asset.generation_id or ""),
+        title=asset.title,
+        created_at=_timestamp(asset.created_at),
+    )

@@ -59,6 +59,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,7 +81,13 @@ from services.workspace.ledger import (
     pool_account,
     user_account,
 )
-from services.workspace.models import Invite
+from services.workspace.models import (
+    ASSET_KINDS,
+    DEFAULT_PROJECT_COLOR,
+    Invite,
+    Project,
+    ProjectAsset,
+)
 from services.workspace.repository import (
     Lock,
     MemberRecord,
@@ -1090,3 +1097,267 @@ def _require_open(invite: Invite) -> None:
         raise NotFound("This invite has already been used.")
     if invite.status == "expired" or invite.expires_at <= datetime.now(UTC):
         raise NotFound("This invite has expired. Ask for a new one.")
+
+
+# Projects
+#
+# A project belongs to its owner, in a workspace the owner was a member of
+# when making it (by default their personal one). The owner sees and changes
+# it; the workspace's other members see it only while it is shared with the
+# workspace, and of them only the workspace owner may change or delete it.
+# Everyone else gets NOT_FOUND, so project ids reveal nothing. Assets are
+# added by those who may change the project.
+
+MAX_PROJECT_NAME = 100
+MAX_DESCRIPTION = 2000
+MAX_ASSET_TITLE = 200
+MAX_URL_LENGTH = 2048
+DEFAULT_PROJECT_PAGE = 50
+MAX_PROJECT_PAGE = 100
+NO_SUCH_PROJECT = "No such project."
+_COLOR_DIGITS = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    project: Project
+    asset_count: int
+
+
+@dataclass(frozen=True)
+class ProjectChanges:
+    """The fields a caller may set; None keeps the current value."""
+
+    name: str | None = None
+    description: str | None = None
+    color: str | None = None
+    shared_with_workspace: bool | None = None
+
+
+@dataclass(frozen=True)
+class NewAsset:
+    kind: str
+    url: str
+    generation_id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class SavedAsset:
+    asset: ProjectAsset
+    created: bool
+
+
+def _project_name(name: str) -> str:
+    cleaned = name.strip()
+    if not 1 <= len(cleaned) <= MAX_PROJECT_NAME or not cleaned.isprintable():
+        raise InvalidArgument.for_field(
+            "name",
+            f"Enter a project name of 1 to {MAX_PROJECT_NAME} printable characters.",
+        )
+    return cleaned
+
+
+def _description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidArgument.for_field(
+            "description",
+            f"A description holds at most {MAX_DESCRIPTION} characters.",
+        )
+    return description
+
+
+def _color(color: str) -> str:
+    cleaned = color.strip().lower()
+    if len(cleaned) != 7 or cleaned[0] != "#" or set(cleaned[1:]) - _COLOR_DIGITS:
+        raise InvalidArgument.for_field("color", "Enter a colour like #8b5cf6.")
+    return cleaned
+
+
+def _asset_url(url: str) -> str:
+    """Only web addresses: a data: or javascript: URL would be shown to every
+    member who opens the project."""
+    parts = urlsplit(url)
+    if (
+        len(url) > MAX_URL_LENGTH
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(char.isspace() or not char.isprintable() for char in url)
+    ):
+        raise InvalidArgument.for_field(
+            "url",
+            f"Enter an http(s) address of at most {MAX_URL_LENGTH} characters.",
+        )
+    return url
+
+
+def _asset_values(asset: NewAsset) -> dict[str, object]:
+    if asset.kind not in ASSET_KINDS:
+        raise InvalidArgument.for_field(
+            "kind", f"kind must be one of {', '.join(ASSET_KINDS)}."
+        )
+    generation_id = None
+    if asset.generation_id:
+        generation_id = _uuid(asset.generation_id)
+        if generation_id is None:
+            raise InvalidArgument.for_field(
+                "generation_id", "generation_id must be a UUID."
+            )
+    if not asset.url and generation_id is None:
+        raise InvalidArgument.for_field("url", "Enter the asset's address.")
+    if len(asset.title) > MAX_ASSET_TITLE:
+        raise InvalidArgument.for_field(
+            "title", f"A title holds at most {MAX_ASSET_TITLE} characters."
+        )
+    return {
+        "kind": asset.kind,
+        "url": _asset_url(asset.url) if asset.url else None,
+        "generation_id": generation_id,
+        "title": asset.title.strip(),
+    }
+
+
+def _project_values(changes: ProjectChanges) -> dict[str, object]:
+    """The columns to write, chosen here: request keys never name columns."""
+    values: dict[str, object] = {}
+    if changes.name is not None:
+        values["name"] = _project_name(changes.name)
+    if changes.description is not None:
+        values["description"] = _description(changes.description)
+    if changes.color is not None:
+        values["color"] = _color(changes.color)
+    if changes.shared_with_workspace is not None:
+        values["shared_with_workspace"] = changes.shared_with_workspace
+    return values
+
+
+def _may_see(row: repository.ProjectRow, viewer: uuid.UUID) -> bool:
+    project = row.project
+    return project.owner_id == viewer or (
+        project.shared_with_workspace and row.viewer_is_member
+    )
+
+
+def _may_change(row: repository.ProjectRow, viewer: uuid.UUID) -> bool:
+    return row.project.owner_id == viewer or (
+        _may_see(row, viewer) and row.workspace_owner_id == viewer
+    )
+
+
+class ProjectService:
+    async def list_projects(
+        self, db: AsyncSession, user_id: str, workspace_id: str, page_size: int
+    ) -> list[ProjectView]:
+        viewer = _uuid(user_id)
+        workspace = _uuid(workspace_id) if workspace_id else None
+        if viewer is None or (workspace_id and workspace is None):
+            return []
+        size = _page_size(page_size, DEFAULT_PROJECT_PAGE, MAX_PROJECT_PAGE)
+        rows = await repository.visible_projects(db, viewer, workspace, size)
+        return [ProjectView(project, count) for project, count in rows]
+
+    async def create_project(
+        self,
+        db: AsyncSession,
+        user_id: str,
+        workspace_id: str,
+        changes: ProjectChanges,
+    ) -> ProjectView:
+        owner = _uuid(user_id)
+        if owner is None:
+            raise NotFound("No such user.")
+        values = _project_values(
+            ProjectChanges(
+                name=changes.name or "",
+                description=changes.description,
+                color=changes.color or DEFAULT_PROJECT_COLOR,
+                shared_with_workspace=changes.shared_with_workspace,
+            )
+        )
+        workspace = await self._workspace_for(db, owner, workspace_id)
+        project = await repository.insert_project(
+            db, workspace_id=workspace, owner_id=owner, values=values
+        )
+        log.info(
+            "project.created", project_id=str(project.id), workspace_id=str(workspace)
+        )
+        return ProjectView(project, 0)
+
+    async def _workspace_for(
+        self, db: AsyncSession, owner: uuid.UUID, workspace_id: str
+    ) -> uuid.UUID:
+        """The named workspace if the owner belongs to it, else their
+        personal one."""
+        if not workspace_id:
+            personal = await repository.personal_workspace_of(db, owner)
+            if personal is None:
+                raise NotFound(NO_SUCH_WORKSPACE)
+            return personal.id
+        workspace = _uuid(workspace_id)
+        if workspace is None or not await repository.member_of(db, workspace, owner):
+            raise NotFound(NO_SUCH_WORKSPACE)
+        return workspace
+
+    async def update_project(
+        self,
+        db: AsyncSession,
+        user_id: str,
+        project_id: str,
+        changes: ProjectChanges,
+    ) -> ProjectView:
+        row = await self._changeable(db, user_id, project_id)
+        values = _project_values(changes)
+        project = row.project
+        if values:
+            project = await repository.update_project(db, project.id, values)
+            log.info(
+                "project.updated", project_id=project_id, fields=sorted(values.keys())
+            )
+        return ProjectView(project, row.asset_count)
+
+    async def delete_project(
+        self, db: AsyncSession, user_id: str, project_id: str
+    ) -> None:
+        row = await self._changeable(db, user_id, project_id)
+        await repository.delete_project(db, row.project.id)
+        log.info("project.deleted", project_id=project_id, by=user_id)
+
+    async def list_assets(
+        self, db: AsyncSession, user_id: str, project_id: str, page_size: int
+    ) -> list[ProjectAsset]:
+        viewer, row = await self._project(db, user_id, project_id)
+        if not _may_see(row, viewer):
+            raise NotFound(NO_SUCH_PROJECT)
+        size = _page_size(page_size, DEFAULT_PROJECT_PAGE, MAX_PROJECT_PAGE)
+        return await repository.project_assets(db, row.project.id, size)
+
+    async def add_asset(
+        self, db: AsyncSession, user_id: str, project_id: str, asset: NewAsset
+    ) -> SavedAsset:
+        row = await self._changeable(db, user_id, project_id)
+        values = _asset_values(asset)
+        saved, created = await repository.insert_asset(
+            db, {**values, "project_id": row.project.id, "added_by": _uuid(user_id)}
+        )
+        if created:
+            log.info("project.asset_added", project_id=project_id, kind=asset.kind)
+        return SavedAsset(saved, created)
+
+    async def _changeable(
+        self, db: AsyncSession, user_id: str, project_id: str
+    ) -> repository.ProjectRow:
+        viewer, row = await self._project(db, user_id, project_id)
+        if not _may_change(row, viewer):
+            raise NotFound(NO_SUCH_PROJECT)
+        return row
+
+    async def _project(
+        self, db: AsyncSession, user_id: str, project_id: str
+    ) -> tuple[uuid.UUID, repository.ProjectRow]:
+        viewer, project = _uuid(user_id), _uuid(project_id)
+        row = None
+        if viewer is not None and project is not None:
+            row = await repository.project_for(db, project, viewer)
+        if viewer is None or row is None:
+            raise NotFound(NO_SUCH_PROJECT)
+        return viewer, row

@@ -132,6 +132,36 @@ class WorkspaceServiceStub:
                 request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ListProjects',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsResponse.FromString,
+                _registered_method=True)
+        self.CreateProject = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/CreateProject',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectResponse.FromString,
+                _registered_method=True)
+        self.UpdateProject = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/UpdateProject',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectResponse.FromString,
+                _registered_method=True)
+        self.DeleteProject = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/DeleteProject',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectResponse.FromString,
+                _registered_method=True)
+        self.ListProjectAssets = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/ListProjectAssets',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsResponse.FromString,
+                _registered_method=True)
+        self.AddProjectAsset = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/AddProjectAsset',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetResponse.FromString,
+                _registered_method=True)
         self.EnsurePersonalWorkspace = channel.unary_unary(
                 '/omnihub.workspace.v1.WorkspaceService/EnsurePersonalWorkspace',
                 request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.EnsurePersonalWorkspaceRequest.SerializeToString,
@@ -289,6 +319,50 @@ class WorkspaceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProjects(self, request, context):
+        """Projects the caller owns and shared ones of their workspaces, newest
+        first. A project the caller may not see is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateProject(self, request, context):
+        """A project of the caller's, in a workspace they belong to (their
+        personal one when workspace_id is empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProject(self, request, context):
+        """Changes the fields that are set; the owner or the workspace owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProject(self, request, context):
+        """Deletes a project and its assets; the owner or the workspace owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjectAssets(self, request, context):
+        """A project's assets, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddProjectAsset(self, request, context):
+        """Adds an asset; a generation already in the project is not added again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnsurePersonalWorkspace(self, request, context):
         """Internal: the user's personal workspace, made on the first call.
         """
@@ -403,6 +477,36 @@ def add_WorkspaceServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.FromString,
                     response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsResponse.SerializeToString,
+            ),
+            'CreateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateProject,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectResponse.SerializeToString,
+            ),
+            'UpdateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProject,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectResponse.SerializeToString,
+            ),
+            'DeleteProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProject,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectResponse.SerializeToString,
+            ),
+            'ListProjectAssets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjectAssets,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsResponse.SerializeToString,
+            ),
+            'AddProjectAsset': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddProjectAsset,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetResponse.SerializeToString,
             ),
             'EnsurePersonalWorkspace': grpc.unary_unary_rpc_method_handler(
                     servicer.EnsurePersonalWorkspace,
@@ -914,6 +1018,168 @@ class WorkspaceService:
             '/omnihub.workspace.v1.WorkspaceService/GetUsage',
             omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageRequest.SerializeToString,
             omnihub_dot_workspace_dot_v1_dot_workspace__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ListProjects',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/CreateProject',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CreateProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/UpdateProject',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.UpdateProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/DeleteProject',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjectAssets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/ListProjectAssets',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.ListProjectAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddProjectAsset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/AddProjectAsset',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.AddProjectAssetResponse.FromString,
             options,
             channel_credentials,
             insecure,

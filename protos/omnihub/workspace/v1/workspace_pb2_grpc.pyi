@@ -84,6 +84,22 @@ class WorkspaceServiceStub:
     """
     GetUsage: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.GetUsageRequest, _workspace_pb2.GetUsageResponse]
     """Credits spent in the workspace, by usage type and by member."""
+    ListProjects: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ListProjectsRequest, _workspace_pb2.ListProjectsResponse]
+    """Projects the caller owns and shared ones of their workspaces, newest
+    first. A project the caller may not see is NOT_FOUND.
+    """
+    CreateProject: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.CreateProjectRequest, _workspace_pb2.CreateProjectResponse]
+    """A project of the caller's, in a workspace they belong to (their
+    personal one when workspace_id is empty).
+    """
+    UpdateProject: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.UpdateProjectRequest, _workspace_pb2.UpdateProjectResponse]
+    """Changes the fields that are set; the owner or the workspace owner only."""
+    DeleteProject: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.DeleteProjectRequest, _workspace_pb2.DeleteProjectResponse]
+    """Deletes a project and its assets; the owner or the workspace owner only."""
+    ListProjectAssets: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ListProjectAssetsRequest, _workspace_pb2.ListProjectAssetsResponse]
+    """A project's assets, newest first."""
+    AddProjectAsset: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.AddProjectAssetRequest, _workspace_pb2.AddProjectAssetResponse]
+    """Adds an asset; a generation already in the project is not added again."""
     EnsurePersonalWorkspace: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.EnsurePersonalWorkspaceRequest, _workspace_pb2.EnsurePersonalWorkspaceResponse]
     """Internal: the user's personal workspace, made on the first call."""
     ResolvePayer: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.ResolvePayerRequest, _workspace_pb2.ResolvePayerResponse]
@@ -149,6 +165,22 @@ class WorkspaceServiceAsyncStub(WorkspaceServiceStub):
     """
     GetUsage: _aio.UnaryUnaryMultiCallable[_workspace_pb2.GetUsageRequest, _workspace_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Credits spent in the workspace, by usage type and by member."""
+    ListProjects: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ListProjectsRequest, _workspace_pb2.ListProjectsResponse]  # type: ignore[assignment]
+    """Projects the caller owns and shared ones of their workspaces, newest
+    first. A project the caller may not see is NOT_FOUND.
+    """
+    CreateProject: _aio.UnaryUnaryMultiCallable[_workspace_pb2.CreateProjectRequest, _workspace_pb2.CreateProjectResponse]  # type: ignore[assignment]
+    """A project of the caller's, in a workspace they belong to (their
+    personal one when workspace_id is empty).
+    """
+    UpdateProject: _aio.UnaryUnaryMultiCallable[_workspace_pb2.UpdateProjectRequest, _workspace_pb2.UpdateProjectResponse]  # type: ignore[assignment]
+    """Changes the fields that are set; the owner or the workspace owner only."""
+    DeleteProject: _aio.UnaryUnaryMultiCallable[_workspace_pb2.DeleteProjectRequest, _workspace_pb2.DeleteProjectResponse]  # type: ignore[assignment]
+    """Deletes a project and its assets; the owner or the workspace owner only."""
+    ListProjectAssets: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ListProjectAssetsRequest, _workspace_pb2.ListProjectAssetsResponse]  # type: ignore[assignment]
+    """A project's assets, newest first."""
+    AddProjectAsset: _aio.UnaryUnaryMultiCallable[_workspace_pb2.AddProjectAssetRequest, _workspace_pb2.AddProjectAssetResponse]  # type: ignore[assignment]
+    """Adds an asset; a generation already in the project is not added again."""
     EnsurePersonalWorkspace: _aio.UnaryUnaryMultiCallable[_workspace_pb2.EnsurePersonalWorkspaceRequest, _workspace_pb2.EnsurePersonalWorkspaceResponse]  # type: ignore[assignment]
     """Internal: the user's personal workspace, made on the first call."""
     ResolvePayer: _aio.UnaryUnaryMultiCallable[_workspace_pb2.ResolvePayerRequest, _workspace_pb2.ResolvePayerResponse]  # type: ignore[assignment]
@@ -319,6 +351,58 @@ class WorkspaceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workspace_pb2.GetUsageResponse, _abc.Awaitable[_workspace_pb2.GetUsageResponse]]:
         """Credits spent in the workspace, by usage type and by member."""
+
+    @_abc_1.abstractmethod
+    def ListProjects(
+        self,
+        request: _workspace_pb2.ListProjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ListProjectsResponse, _abc.Awaitable[_workspace_pb2.ListProjectsResponse]]:
+        """Projects the caller owns and shared ones of their workspaces, newest
+        first. A project the caller may not see is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateProject(
+        self,
+        request: _workspace_pb2.CreateProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.CreateProjectResponse, _abc.Awaitable[_workspace_pb2.CreateProjectResponse]]:
+        """A project of the caller's, in a workspace they belong to (their
+        personal one when workspace_id is empty).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateProject(
+        self,
+        request: _workspace_pb2.UpdateProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.UpdateProjectResponse, _abc.Awaitable[_workspace_pb2.UpdateProjectResponse]]:
+        """Changes the fields that are set; the owner or the workspace owner only."""
+
+    @_abc_1.abstractmethod
+    def DeleteProject(
+        self,
+        request: _workspace_pb2.DeleteProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.DeleteProjectResponse, _abc.Awaitable[_workspace_pb2.DeleteProjectResponse]]:
+        """Deletes a project and its assets; the owner or the workspace owner only."""
+
+    @_abc_1.abstractmethod
+    def ListProjectAssets(
+        self,
+        request: _workspace_pb2.ListProjectAssetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.ListProjectAssetsResponse, _abc.Awaitable[_workspace_pb2.ListProjectAssetsResponse]]:
+        """A project's assets, newest first."""
+
+    @_abc_1.abstractmethod
+    def AddProjectAsset(
+        self,
+        request: _workspace_pb2.AddProjectAssetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.AddProjectAssetResponse, _abc.Awaitable[_workspace_pb2.AddProjectAssetResponse]]:
+        """Adds an asset; a generation already in the project is not added again."""
 
     @_abc_1.abstractmethod
     def EnsurePersonalWorkspace(
