@@ -8,14 +8,11 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import unknown_fields
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from libs.errors import FieldViolation, InvalidArgument
 from libs.grpc.identity import Access, current_caller
+from libs.grpc.messages import refuse_unknown_fields, timestamp
 from libs.grpc.server import ServiceDefinition
 from services.auth.models import Admin, Session, User
 from services.auth.outbox import OutboxRelay
@@ -177,7 +174,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def UpdateProfile(
         self, request: auth_pb2.UpdateProfileRequest, context: Context
     ) -> auth_pb2.UpdateProfileResponse:
-        _refuse_unknown_fields(request)
+        refuse_unknown_fields(request)
         update = ProfileUpdate(
             name=request.name if request.HasField("name") else None,
             nickname=request.nickname if request.HasField("nickname") else None,
@@ -235,7 +232,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         async with self._reads() as db:
             session_ids, as_of = await self._service.revoked_since(db, since)
         return auth_pb2.ListRevokedSessionsResponse(
-            session_ids=[str(s) for s in session_ids], as_of=_timestamp(as_of)
+            session_ids=[str(s) for s in session_ids], as_of=timestamp(as_of)
         )
 
     async def LookupUsers(
@@ -268,12 +265,6 @@ def _client(message: auth_pb2.ClientInfo) -> ClientInfo:
     )
 
 
-def _timestamp(value: object) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
-    return stamp
-
-
 def _token_pair(tokens: IssuedTokens) -> auth_pb2.TokenPair:
     return auth_pb2.TokenPair(
         access_token=tokens.access_token,
@@ -292,7 +283,7 @@ def _user(user: User | UserRecord) -> auth_pb2.User:
         nickname=user.nickname,
         avatar_url=user.avatar_url or "",
         auth_provider=user.auth_provider,
-        created_at=_timestamp(user.created_at),
+        created_at=timestamp(user.created_at),
     )
 
 
@@ -305,31 +296,17 @@ def _profile(user: User) -> auth_pb2.Profile:
         bio=user.bio or "",
         avatar_url=user.avatar_url or "",
         is_public_profile=user.is_public_profile,
-        created_at=_timestamp(user.created_at),
-        updated_at=_timestamp(user.updated_at),
+        created_at=timestamp(user.created_at),
+        updated_at=timestamp(user.updated_at),
     )
-
-
-def _refuse_unknown_fields(request: Message) -> None:
-    """Refuse fields this build does not know instead of dropping them: a
-    caller built from a newer contract must not believe a change was made."""
-    unknown = unknown_fields.UnknownFieldSet(request)
-    numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
-    if numbers:
-        raise InvalidArgument(
-            f"This service does not know field {numbers[0]} of the request.",
-            violations=tuple(
-                FieldViolation(str(number), "Unknown field.") for number in numbers
-            ),
-        )
 
 
 def _session(session: Session, current_session_id: str | None) -> auth_pb2.Session:
     return auth_pb2.Session(
         id=str(session.id),
-        created_at=_timestamp(session.created_at),
-        expires_at=_timestamp(session.expires_at),
-        last_used_at=_timestamp(session.last_used_at),
+        created_at=timestamp(session.created_at),
+        expires_at=timestamp(session.expires_at),
+        last_used_at=timestamp(session.last_used_at),
         user_agent=session.user_agent or "",
         ip_address=session.ip_address or "",
         current=str(session.id) == current_session_id,

@@ -10,18 +10,14 @@ holding the token is what entitles one to see where it leads.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import unknown_fields
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.errors import FieldViolation, InvalidArgument
 from libs.grpc.identity import Access, current_caller
+from libs.grpc.messages import refuse_unknown_fields, timestamp
 from libs.grpc.server import ServiceDefinition
 from services.workspace.models import Invite, Project, ProjectAsset
 from services.workspace.roles import PRIVACY_CHOICES
@@ -118,7 +114,7 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
     async def UpdateWorkspace(
         self, request: workspace_pb2.UpdateWorkspaceRequest, context: Context
     ) -> workspace_pb2.UpdateWorkspaceResponse:
-        _refuse_unknown_fields(request)
+        refuse_unknown_fields(request)
         update = WorkspaceUpdate(
             name=request.name if request.HasField("name") else None,
             credit_mode=(
@@ -243,7 +239,7 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
             workspace_name=preview.workspace_name,
             inviter_name=preview.inviter_name,
             email_bound=preview.email_bound,
-            expires_at=_timestamp(preview.expires_at),
+            expires_at=timestamp(preview.expires_at),
         )
 
     async def AcceptInvite(
@@ -396,7 +392,7 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
     async def UpdateProject(
         self, request: workspace_pb2.UpdateProjectRequest, context: Context
     ) -> workspace_pb2.UpdateProjectResponse:
-        _refuse_unknown_fields(request)
+        refuse_unknown_fields(request)
         changes = ProjectChanges(
             name=request.name if request.HasField("name") else None,
             description=(
@@ -464,12 +460,6 @@ def definition(servicer: WorkspaceServicer) -> ServiceDefinition:
     )
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _workspace(view: WorkspaceView) -> workspace_pb2.Workspace:
     workspace = view.workspace
     return workspace_pb2.Workspace(
@@ -484,8 +474,8 @@ def _workspace(view: WorkspaceView) -> workspace_pb2.Workspace:
         role=view.role,
         pool_micros=view.pool,
         allocated_micros=view.allocated,
-        created_at=_timestamp(workspace.created_at),
-        updated_at=_timestamp(workspace.updated_at),
+        created_at=timestamp(workspace.created_at),
+        updated_at=timestamp(workspace.updated_at),
     )
 
 
@@ -496,7 +486,7 @@ def _member(view: MemberView) -> workspace_pb2.Member:
         user_id=str(member.user_id),
         role=member.role,
         allocated_micros=view.allocated,
-        joined_at=_timestamp(member.joined_at),
+        joined_at=timestamp(member.joined_at),
         name=person.name if person else "",
         email=person.email if person else "",
         avatar_url=person.avatar_url if person else "",
@@ -509,23 +499,9 @@ def _invite(invite: Invite) -> workspace_pb2.Invite:
         workspace_id=str(invite.workspace_id),
         email=invite.email or "",
         invited_by=str(invite.invited_by),
-        created_at=_timestamp(invite.created_at),
-        expires_at=_timestamp(invite.expires_at),
+        created_at=timestamp(invite.created_at),
+        expires_at=timestamp(invite.expires_at),
     )
-
-
-def _refuse_unknown_fields(request: Message) -> None:
-    """Refuse fields this build does not know instead of dropping them: a
-    caller built from a newer contract must not believe a change was made."""
-    unknown = unknown_fields.UnknownFieldSet(request)
-    numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
-    if numbers:
-        raise InvalidArgument(
-            f"This service does not know field {numbers[0]} of the request.",
-            violations=tuple(
-                FieldViolation(str(number), "Unknown field.") for number in numbers
-            ),
-        )
 
 
 def _project(view: ProjectView) -> workspace_pb2.Project:
@@ -539,8 +515,8 @@ def _project(view: ProjectView) -> workspace_pb2.Project:
         color=project.color,
         shared_with_workspace=project.shared_with_workspace,
         asset_count=view.asset_count,
-        created_at=_timestamp(project.created_at),
-        updated_at=_timestamp(project.updated_at),
+        created_at=timestamp(project.created_at),
+        updated_at=timestamp(project.updated_at),
     )
 
 
@@ -553,5 +529,5 @@ def _asset(asset: ProjectAsset) -> workspace_pb2.ProjectAsset:
         url=asset.url or "",
         generation_id=str(asset.generation_id or ""),
         title=asset.title,
-        created_at=_timestamp(asset.created_at),
+        created_at=timestamp(asset.created_at),
     )
