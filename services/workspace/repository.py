@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Select,
+    bindparam,
     delete,
     exists,
     func,
@@ -126,6 +127,11 @@ def _member_count() -> Any:
     )
 
 
+# Built once: making the alias and subquery on every call cost more than
+# running the query (it is behind /api/auth/me and every workspace list).
+_MEMBER_COUNT = _member_count()
+
+
 async def membership(
     db: AsyncSession,
     workspace_id: uuid.UUID,
@@ -197,6 +203,31 @@ async def insert_workspace(
     return _workspace(row) if row else None
 
 
+def _workspaces_page_statements() -> tuple[Any, Any]:
+    """The first page and a later page of a user's workspaces, built once
+    with bound parameters: their own personal one first, then newest first,
+    after the (own personal, created_at, id) position of a later page."""
+    user_id = bindparam("user_id", type_=Workspace.owner_id.type)
+    own_personal = Workspace.is_personal & (Workspace.owner_id == user_id)
+    first = (
+        select(*_WORKSPACE, *_MEMBER, _MEMBER_COUNT)
+        .join(Member, Member.workspace_id == Workspace.id)
+        .where(Member.user_id == user_id)
+        .order_by(own_personal.desc(), Workspace.created_at.desc(), Workspace.id.desc())
+        .limit(bindparam("limit"))
+    )
+    position = tuple_(own_personal, Workspace.created_at, Workspace.id)
+    after = tuple_(
+        bindparam("after_personal"),
+        bindparam("after_created_at", type_=Workspace.created_at.type),
+        bindparam("after_id", type_=Workspace.id.type),
+    )
+    return first, first.where(position < after)
+
+
+_FIRST_WORKSPACES, _LATER_WORKSPACES = _workspaces_page_statements()
+
+
 async def workspaces_page(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -205,21 +236,16 @@ async def workspaces_page(
 ) -> list[MembershipRow]:
     """The user's workspaces, their own personal one first, then newest
     first, after the (own personal, created_at, id) position `after`."""
-    own_personal = Workspace.is_personal & (Workspace.owner_id == user_id)
-    position = tuple_(own_personal, Workspace.created_at, Workspace.id)
-    statement = (
-        select(*_WORKSPACE, *_MEMBER, _member_count())
-        .join(Member, Member.workspace_id == Workspace.id)
-        .where(Member.user_id == user_id)
-    )
+    values: dict[str, Any] = {"user_id": user_id, "limit": limit}
+    statement = _FIRST_WORKSPACES
     if after is not None:
-        statement = statement.where(position < tuple_(*after))
-    statement = statement.order_by(
-        own_personal.desc(), Workspace.created_at.desc(), Workspace.id.desc()
-    ).limit(limit)
+        statement = _LATER_WORKSPACES
+        values.update(
+            after_personal=after[0], after_created_at=after[1], after_id=after[2]
+        )
     return [
         MembershipRow(_workspace(row), _member(row, len(_WORKSPACE)), int(row[-1]))
-        for row in await db.execute(statement)
+        for row in await db.execute(statement, values)
     ]
 
 
