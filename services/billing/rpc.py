@@ -25,6 +25,7 @@ from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.grpc.identity import Access, current_caller
+from libs.grpc.messages import timestamp
 from libs.grpc.server import ServiceDefinition
 from services.billing.models import Payment, Plan
 from services.billing.payments import OrderRequest, PaymentService
@@ -370,8 +371,6 @@ def _account(ref: billing_pb2.AccountRef) -> AccountRef:
 
 
 def _entry(entry: Entry) -> billing_pb2.LedgerEntry:
-    created_at = Timestamp()
-    created_at.FromDatetime(entry.created_at)
     return billing_pb2.LedgerEntry(
         id=str(entry.id),
         account=billing_pb2.AccountRef(
@@ -384,16 +383,12 @@ def _entry(entry: Entry) -> billing_pb2.LedgerEntry:
         reason=entry.reason,
         reference=entry.reference,
         tags=entry.tags,
-        created_at=created_at,
+        created_at=timestamp(entry.created_at),
     )
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    return timestamp(moment) if moment is not None else None
 
 
 def _plan(plan: Plan) -> billing_pb2.Plan:
