@@ -54,6 +54,8 @@ POSTGRES_DIR = DATA_DIR / "postgres"
 JWT_SECRET_FILE = DATA_DIR / "jwt_secret"
 RAZORPAY_SIMULATOR_FILE = DATA_DIR / "razorpay_simulator.json"
 RAZORPAY_SIMULATOR_PORT = 3101
+FAL_SIMULATOR_PORT = 3102
+OPENROUTER_SIMULATOR_PORT = 3103
 SIMULATOR_KEY_NAMES = {"key_id", "key_secret", "webhook_secret"}
 DATABASE_NAME = "omnihub"
 
@@ -103,6 +105,7 @@ PROGRAMS: tuple[Program, ...] = (
     Program("workspace", "services.workspace.main", ("serve",), Probe.GRPC_HEALTH),
     Program("billing", "services.billing.main", ("serve",), Probe.GRPC_HEALTH),
     Program("admin", "services.admin.main", ("serve",), Probe.GRPC_HEALTH),
+    Program("worker", "services.generation.worker"),
     Program("gateway", "gateway.main", (), Probe.GATEWAY_READY),
 )
 
@@ -150,6 +153,72 @@ class SimulatedRazorpay:
                 f"http://127.0.0.1:{gateway_port}/api/payments/webhook"
             ),
         }
+
+
+@dataclass(frozen=True)
+class SimulatedProvider:
+    """A local fal or OpenRouter this run starts instead of the real one,
+    and the settings that point OmniHub at it."""
+
+    name: str
+    module: str
+    port: int
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def program(self) -> Program:
+        return Program(self.name, self.module, ("--port", str(self.port)))
+
+    def environment(self, gateway_port: int) -> dict[str, str]:
+        if self.name == "fal":
+            return {
+                "FAL_KEY": self.key,
+                "FAL_QUEUE_URL": self.url,
+                "FAL_JWKS_URL": f"{self.url}/.well-known/jwks.json",
+                "FAL_USER_ID": "omnihub-local",
+                "FAL_WEBHOOK_URL": f"http://127.0.0.1:{gateway_port}/api/webhooks/fal",
+            }
+        return {
+            "OPENROUTER_API_KEY": self.key,
+            "OPENROUTER_BASE_URL": f"{self.url}/api/v1",
+        }
+
+
+def simulated_providers(settings: Settings) -> list[SimulatedProvider]:
+    """The fal and OpenRouter simulators for a run without FAL_KEY or
+    OPENROUTER_API_KEY (never in production). Each gets a fresh key."""
+    if settings.is_production:
+        return []
+    found = []
+    if settings.fal_key is None:
+        found.append(
+            SimulatedProvider(
+                "fal",
+                "deploy.simulators.fal",
+                _free_port(FAL_SIMULATOR_PORT),
+                secrets.token_urlsafe(24),
+            )
+        )
+    if settings.openrouter_api_key is None:
+        found.append(
+            SimulatedProvider(
+                "openrouter",
+                "deploy.simulators.openrouter",
+                _free_port(OPENROUTER_SIMULATOR_PORT),
+                secrets.token_urlsafe(24),
+            )
+        )
+    for provider in found:
+        log.warning(
+            f"{provider.name}.simulated",
+            port=provider.port,
+            hint=f"No {provider.name} key is set, so its calls go to the local "
+            "simulator, whose results are marked simulated.",
+        )
+    return found
 
 
 class Stopped(Exception):
@@ -427,7 +496,10 @@ def _payments_line(
 
 
 async def supervise(
-    settings: Settings, env: dict[str, str], razorpay: SimulatedRazorpay | None
+    settings: Settings,
+    env: dict[str, str],
+    razorpay: SimulatedRazorpay | None,
+    providers: list[SimulatedProvider] | None = None,
 ) -> None:
     """Run the suite until a signal (returns) or a failure (raises)."""
     suite = Suite(env)
@@ -437,12 +509,15 @@ async def supervise(
     try:
         for stage in SETUP_STAGES:
             await suite.guard(suite.run_stage(stage))
-        # The simulator starts first: billing calls it from its first order.
+        # Simulators start first: services call them from their first request.
         if razorpay is not None:
             await suite.start((razorpay.program(),))
+        await suite.start(tuple(p.program() for p in providers or ()))
         await suite.start(PROGRAMS)
         await suite.guard(wait_until_ready(settings))
         print_welcome(settings, razorpay)
+        for provider in providers or ():
+            print(f"  {provider.name}: SIMULATED at {provider.url}", flush=True)
         await suite.until_stopped()
     except Interrupted:
         log.info("suite.stopping")
@@ -598,6 +673,7 @@ def child_environment(
     database_url: str,
     jwt_secret: str,
     razorpay: dict[str, str] | None = None,
+    providers: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The runner's environment, which every child gets whole, plus what the
     runner chose."""
@@ -607,6 +683,7 @@ def child_environment(
     return {
         **os.environ,
         **(razorpay or {}),
+        **(providers or {}),
         "DATABASE_URL": database_url,
         "JWT_SECRET": jwt_secret,
         "PYTHONPATH": os.pathsep.join(search_path),
@@ -629,13 +706,20 @@ def main() -> None:
     try:
         secret = signing_secret(settings)
         razorpay = simulated_razorpay(settings)
+        providers = simulated_providers(settings)
+        provider_env: dict[str, str] = {}
+        for provider in providers:
+            provider_env |= provider.environment(settings.port)
+        if "MEDIA_BASE_URL" not in os.environ:
+            provider_env["MEDIA_BASE_URL"] = f"http://localhost:{settings.port}/media"
         with database(settings) as database_url:
             env = child_environment(
                 database_url,
                 secret,
                 razorpay.environment(settings.port) if razorpay else None,
+                provider_env,
             )
-            asyncio.run(supervise(settings, env, razorpay))
+            asyncio.run(supervise(settings, env, razorpay, providers))
     except SuiteFailed as failure:
         log.error("suite.failed", reason=str(failure))
         sys.exit(1)

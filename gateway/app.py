@@ -15,7 +15,10 @@ from gateway.routers import (
     auth,
     billing,
     catalog,
+    community,
+    generations,
     health,
+    media,
     payments,
     profile,
     projects,
@@ -53,6 +56,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     app.state.catalog = catalog.CatalogClient(app.state.upstream)
     app.state.workspaces = workspaces.WorkspaceClient(app.state.upstream)
+    app.state.generations = generations.GenerationClient(app.state.upstream)
     # Routes are matched in order: the ones read on every page come first.
     routers = (
         health.router,
@@ -64,6 +68,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         profile.router,
         workspaces.router,
         projects.router,
+        generations.router,
+        community.router,
+        media.router,
     )
     for router in routers:
         app.include_router(router)

@@ -129,7 +129,33 @@ class Settings(BaseSettings):
 
     # Providers
     fal_key: SecretStr | None = None
+    # fal's queue API. Without FAL_KEY, `make run` and the tests point this,
+    # and the key set below, at the local fal simulator.
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    # Our fal account's user id; webhooks signed for another account are refused.
+    fal_user_id: str | None = None
+    # Public URL of the gateway's POST /api/webhooks/fal. Unset: no webhooks,
+    # jobs are followed by polling alone.
+    fal_webhook_url: str | None = None
+    fal_timeout: float = 30.0
     openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    # Seconds without a byte from OpenRouter before a reply counts as stalled.
+    openrouter_timeout: float = 60.0
+
+    # Generation outputs are copied here (provider URLs expire) and served by
+    # the gateway under MEDIA_BASE_URL.
+    media_dir: str = ".data/media"
+    media_base_url: str = "http://localhost:3001/media"
+
+    # Generation worker
+    worker_concurrency: int = 8
+    worker_lease: Seconds = 30
+    # How often a worker looks for due jobs when it found none last time.
+    worker_idle_interval: float = 0.5
+    # How often a running provider job is polled (webhooks usually come first).
+    fal_poll_interval: float = 2.0
     # Razorpay. Without keys, `make run` starts the local simulator and points
     # RAZORPAY_BASE_URL at it; the same client code talks to either.
     razorpay_base_url: str = "https://api.razorpay.com"

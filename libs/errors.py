@@ -123,6 +123,15 @@ class FailedPrecondition(DomainError):
     default_message = "That cannot be done in the current state."
 
 
+class Expired(DomainError):
+    """Something that existed has run out, e.g. a share link past its expiry."""
+
+    code = "expired"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = HTTPStatus.GONE
+    default_message = "This has expired."
+
+
 class InsufficientCredits(DomainError):
     code = "insufficient_credits"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -9,10 +10,13 @@ from libs.logs import configure_logging
 from services.auth.main import AuthProcess
 from services.billing.main import BillingProcess
 from services.catalog.main import CatalogProcess
+from services.generation.main import GenerationProcess
 from services.workspace.main import WorkspaceProcess
 from tests import database
 from tests.fakes.google import FakeGoogle
 from tests.suite import ServedApp, run_gateway, run_service, suite_settings
+
+pytest_plugins = ["tests.fixtures.chat", "tests.fixtures.generation"]
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +29,8 @@ def database_server() -> Iterator[str]:
 async def database_url(database_server: str) -> AsyncIterator[str]:
     url = await database.create_database(database_server)
     yield url
-    await database.drop_database(database_server, url)
+    if not os.environ.get("KEEP_TEST_DATABASE"):
+        await database.drop_database(database_server, url)
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +42,17 @@ async def google() -> AsyncIterator[FakeGoogle]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, google: FakeGoogle) -> Settings:
+def settings(
+    database_url: str, google: FakeGoogle, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    # The provider simulators' addresses are chosen here and served later by
+    # their fixtures (tests/fixtures/), so that only tests which need a
+    # simulator start one.
     settings = suite_settings(
         database_url,
         google_client_id=google.client_id,
         google_certs_url=google.certs_url,
+        media_dir=str(tmp_path_factory.mktemp("media")),
     )
     configure_logging(settings, "tests")
     return settings
@@ -92,6 +103,7 @@ async def gateway(
     billing_service: BillingProcess,
     catalog_service: CatalogProcess,
     workspace_service: WorkspaceProcess,
+    generation_service: GenerationProcess,
 ) -> AsyncIterator[ServedApp]:
     running = await run_gateway(settings)
     yield running

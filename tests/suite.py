@@ -25,6 +25,26 @@ def free_port() -> int:
         return port
 
 
+def provider_simulators() -> dict[str, object]:
+    """Loopback addresses and keys for the local fal and OpenRouter, and the
+    gateway's port (media URLs name it before it starts)."""
+    fal = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    return {
+        "fal_key": "test-fal-key",
+        "fal_queue_url": fal,
+        "fal_jwks_url": f"{fal}/.well-known/jwks.json",
+        "fal_user_id": "omnihub-local",
+        "fal_poll_interval": 0.2,
+        "openrouter_api_key": "test-openrouter-key",
+        "openrouter_base_url": f"http://127.0.0.1:{free_port()}/api/v1",
+        "port": port,
+        "media_base_url": f"http://127.0.0.1:{port}/media",
+        "fal_webhook_url": f"http://127.0.0.1:{port}/api/webhooks/fal",
+        "worker_idle_interval": 0.05,
+    }
+
+
 def suite_settings(database_url: str, **overrides: object) -> Settings:
     addresses = {f"{name}_address": f"127.0.0.1:{free_port()}" for name in SERVICES}
     values: dict[str, object] = {
@@ -36,7 +56,12 @@ def suite_settings(database_url: str, **overrides: object) -> Settings:
         "auth_rate_limit_address": "10000/60s",
         "grpc_listen_host": "127.0.0.1",
         "log_level": "WARNING",
+        # Every service of a test session shares one PostgreSQL server
+        # (100 connections by default): small pools, some room to grow.
+        "database_pool_size": 3,
+        "database_max_overflow": 7,
         **addresses,
+        **provider_simulators(),
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
@@ -84,5 +109,6 @@ async def serve_asgi(app: Any, port: int | None = None) -> ServedApp:
     return ServedApp(server, task, f"http://127.0.0.1:{port}")
 
 
-async def run_gateway(settings: Settings) -> ServedApp:
-    return await serve_asgi(create_app(settings))
+async def run_gateway(settings: Settings, port: int | None = None) -> ServedApp:
+    """The gateway on `port`, by default the settings' own (media URLs name it)."""
+    return await serve_asgi(create_app(settings), port or settings.port)

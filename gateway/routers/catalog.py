@@ -1,4 +1,4 @@
-"""/api/models, /api/chat/models, /api/upscale/models and calculate,
+"""/api/models, /api/chat/models, /api/upscale/models,
 /api/pricing-settings and /api/settings/google-client-id: the model catalog
 and prices, served from the catalog service (and, for the sign-up credits
 on /api/pricing-settings, billing).
@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from pydantic import TypeAdapter
 
-from gateway.deps import UserDep, get_settings
+from gateway.deps import get_settings
 from gateway.routers.payments import free_credits
 from gateway.schemas.catalog import (
     ChatModelOut,
@@ -38,8 +38,6 @@ from gateway.schemas.catalog import (
     PriceBreakdownOut,
     PriceOut,
     UpscaleModelOut,
-    UpscaleQuoteBody,
-    UpscaleQuoteOut,
 )
 from gateway.schemas.payments import PricingAndSignupOut
 from gateway.upstream import Upstream
@@ -417,33 +415,6 @@ async def list_upscale_models(
     model_type = source_type if source_type in ("image", "video") else ""
     key = ListingKey("upscale", model_type, UPSCALE_CATEGORY)
     return _cached_json(request, await catalog.listing(key, _render_upscale_models))
-
-
-@router.post("/api/upscale/calculate")
-async def quote_upscale(
-    body: UpscaleQuoteBody, user: UserDep, catalog: CatalogDep
-) -> UpscaleQuoteOut:
-    """The price of upscaling with this upscaler and these options.
-
-    `generationId` is required but not checked yet: the ownership check of
-    the source generation (and its type, `sourceType`) arrives with the
-    generation service.
-    """
-    try:
-        model = await catalog.model(body.model_id)
-    except NotFound:
-        raise InvalidArgument.for_field(
-            "modelId", f'There is no upscaler "{body.model_id}".'
-        ) from None
-    if model.category != UPSCALE_CATEGORY:
-        raise InvalidArgument.for_field("modelId", f"{model.name} is not an upscaler.")
-    quote = await catalog.quote(model.id, body.options, None)
-    return UpscaleQuoteOut(
-        price=_amount(quote.price_micros),
-        base_price=_amount(model.base_cost_micros),
-        model=model.name,
-        source_type=None,
-    )
 
 
 @router.get("/api/pricing-settings", response_model_exclude_none=True)

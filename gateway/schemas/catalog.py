@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, StrictStr
+from pydantic import Field
 
 from gateway.schemas.base import RequestBody, ResponseBody
 
@@ -107,21 +107,6 @@ class PriceOut(ResponseBody):
     credit_price: float = Field(description="US dollars per credit")
     count: int
     breakdown: PriceBreakdownOut
-
-
-class UpscaleQuoteBody(RequestBody):
-    generation_id: StrictStr = Field(min_length=1, max_length=100)
-    model_id: StrictStr = Field(min_length=1, max_length=200)
-    options: dict[str, Any] | None = Field(default=None, max_length=MAX_OPTIONS)
-
-
-class UpscaleQuoteOut(ResponseBody):
-    price: float = Field(description="Credits charged")
-    base_price: float = Field(description="Base cost in US dollars per job")
-    model: str = Field(description="The upscaler's name")
-    source_type: str | None = Field(
-        description="Type of the source generation (not known yet: null)"
-    )
 
 
 class PricingSettingsOut(ResponseBody):

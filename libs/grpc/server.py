@@ -198,10 +198,18 @@ def _as_domain_error(exc: BaseException) -> DomainError:
         return DeadlineExceeded()
     if _is_bad_data(exc):
         return InvalidArgument("The request contains a value that cannot be stored.")
-    if getattr(exc, "connection_invalidated", False):
-        # The database connection broke; the pool is already replaced.
+    if getattr(exc, "connection_invalidated", False) or _database_refused(exc):
+        # The database connection broke (the pool is already replaced) or
+        # the server is out of connections or shutting down: try again.
         return Unavailable()
     return Internal()
+
+
+def _database_refused(exc: BaseException) -> bool:
+    """SQLSTATE class 53 (insufficient resources, e.g. too many clients) or
+    57P (the server is shutting down or restarting)."""
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(("53", "57P"))
 
 
 def _is_bad_data(exc: BaseException) -> bool:

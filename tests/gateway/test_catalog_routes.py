@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,21 +81,6 @@ async def api(
 async def http(api: ServedApp) -> AsyncIterator[httpx.AsyncClient]:
     async with api.client() as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-async def user_auth(api: ServedApp) -> dict[str, str]:
-    async with api.client() as client:
-        response = await client.post(
-            "/api/auth/register",
-            json={
-                "email": f"catalog-{uuid.uuid4().hex[:12]}@example.com",
-                "password": "correct-horse-battery",
-                "name": "Catalog Tester",
-            },
-        )
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['accessToken']}"}
 
 
 @pytest.fixture
@@ -473,66 +457,6 @@ class TestUpscaleModels:
         model = response.json()[0]
         assert model["providerName"] == "Clarity AI"
         assert model["options"]["scale_factor"]["default"] == "2"
-
-
-class TestUpscaleCalculate:
-    async def test_example_8_price_is_a_number(
-        self, http: httpx.AsyncClient, user_auth: dict[str, str]
-    ) -> None:
-        response = await http.post(
-            "/api/upscale/calculate",
-            headers=user_auth,
-            json={
-                "generationId": "gen-1",
-                "modelId": "fal-crystal-upscaler",
-                "options": {"scale_factor": "4", "creativity": "5"},
-            },
-        )
-        assert response.status_code == 200, response.text
-        assert response.json() == {
-            "price": 0.256,
-            "basePrice": 0.016,
-            "model": "Crystal Upscaler",
-            "sourceType": None,
-        }
-
-    async def test_needs_a_signed_in_user(self, http: httpx.AsyncClient) -> None:
-        assert_error(
-            await http.post(
-                "/api/upscale/calculate",
-                json={"generationId": "g", "modelId": "fal-crystal-upscaler"},
-            ),
-            401,
-            "unauthenticated",
-        )
-
-    async def test_model_that_is_not_an_upscaler_is_a_400(
-        self, http: httpx.AsyncClient, user_auth: dict[str, str]
-    ) -> None:
-        body = assert_error(
-            await http.post(
-                "/api/upscale/calculate",
-                headers=user_auth,
-                json={"generationId": "g", "modelId": "fal-flux-dev"},
-            ),
-            400,
-            "invalid_argument",
-        )
-        assert detail_fields(body) == ["modelId"]
-
-    async def test_unknown_upscaler_is_a_400_naming_it(
-        self, http: httpx.AsyncClient, user_auth: dict[str, str]
-    ) -> None:
-        body = assert_error(
-            await http.post(
-                "/api/upscale/calculate",
-                headers=user_auth,
-                json={"generationId": "g", "modelId": "fal-nope"},
-            ),
-            400,
-            "invalid_argument",
-        )
-        assert detail_fields(body) == ["modelId"]
 
 
 class TestPricingSettings:

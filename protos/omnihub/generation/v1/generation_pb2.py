@@ -22,15 +22,105 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&omnihub/generation/v1/generation.proto\x12\x15omnihub.generation.v12\x13\n\x11GenerationServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&omnihub/generation/v1/generation.proto\x12\x15omnihub.generation.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x05\n\nGeneration\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nvisible_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x1d\n\x15shared_with_workspace\x18\x05 \x01(\x08\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x0e\n\x06prompt\x18\t \x01(\t\x12(\n\x07options\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x63redits_micros\x18\x0b \x01(\x03\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x12\n\nresult_url\x18\r \x01(\t\x12\x15\n\rthumbnail_url\x18\x0e \x01(\t\x12\r\n\x05\x65rror\x18\x0f \x01(\t\x12\x12\n\nerror_type\x18\x10 \x01(\t\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tqueued_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63\x61ncelled_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10max_wait_seconds\x18\x15 \x01(\x05\x12\x1b\n\x13\x65xternal_request_id\x18\x16 \x01(\t\x12\x1c\n\x14source_generation_id\x18\x17 \x01(\t\x12\x15\n\rcredit_source\x18\x18 \x01(\t\x12\x13\n\x0bimage_index\x18\x19 \x01(\x05\x12\x11\n\tsimulated\x18\x1a \x01(\x08\x12\x1b\n\x0equeue_position\x18\x1b \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08progress\x18\x1c \x01(\tB\x11\n\x0f_queue_position\"\x81\x01\n\x0cModelOptions\x12\x41\n\x07options\x18\x01 \x03(\x0b\x32\x30.omnihub.generation.v1.ModelOptions.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xde\x03\n\x18\x43reateGenerationsRequest\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12M\n\x07options\x18\x04 \x03(\x0b\x32<.omnihub.generation.v1.CreateGenerationsRequest.OptionsEntry\x12]\n\x10options_by_model\x18\x05 \x03(\x0b\x32\x43.omnihub.generation.v1.CreateGenerationsRequest.OptionsByModelEntry\x12\x12\n\nnum_images\x18\x06 \x01(\x05\x12\x14\n\x0cinput_images\x18\x07 \x03(\t\x12\x14\n\x0cworkspace_id\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aZ\n\x13OptionsByModelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x32\n\x05value\x18\x02 \x01(\x0b\x32#.omnihub.generation.v1.ModelOptions:\x02\x38\x01\"\xe6\x01\n\x19\x43reateGenerationsResponse\x12\x36\n\x0bgenerations\x18\x01 \x03(\x0b\x32!.omnihub.generation.v1.Generation\x12\x14\n\x0ctotal_micros\x18\x02 \x01(\x03\x12\x15\n\rcredit_source\x18\x03 \x01(\t\x12 \n\x13user_balance_micros\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10remaining_micros\x18\x05 \x01(\x03\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x42\x16\n\x14_user_balance_micros\"\xf0\x01\n\x14\x43reateUpscaleRequest\x12\x1c\n\x14source_generation_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12I\n\x07options\x18\x03 \x03(\x0b\x32\x38.omnihub.generation.v1.CreateUpscaleRequest.OptionsEntry\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\x15\x43reateUpscaleResponse\x12\x36\n\x0bgenerations\x18\x01 \x03(\x0b\x32!.omnihub.generation.v1.Generation\x12\x14\n\x0ctotal_micros\x18\x02 \x01(\x03\x12\x15\n\rcredit_source\x18\x03 \x01(\t\x12 \n\x13user_balance_micros\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x10remaining_micros\x18\x05 \x01(\x03\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x42\x16\n\x14_user_balance_micros\"\xbf\x01\n\x13QuoteUpscaleRequest\x12\x1c\n\x14source_generation_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12H\n\x07options\x18\x03 \x03(\x0b\x32\x37.omnihub.generation.v1.QuoteUpscaleRequest.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x01\n\x14QuoteUpscaleResponse\x12\x14\n\x0cprice_micros\x18\x01 \x01(\x03\x12\x19\n\x11\x62\x61se_price_micros\x18\x02 \x01(\x03\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0bsource_type\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\"\x83\x01\n\x16ListGenerationsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x05\"\xe5\x01\n\x17ListGenerationsResponse\x12\x36\n\x0bgenerations\x18\x01 \x03(\x0b\x32!.omnihub.generation.v1.Generation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12J\n\x06\x63ounts\x18\x03 \x03(\x0b\x32:.omnihub.generation.v1.ListGenerationsResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\"\n\x14GetGenerationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x15GetGenerationResponse\x12\x35\n\ngeneration\x18\x01 \x01(\x0b\x32!.omnihub.generation.v1.Generation\"\'\n\x18\x44\x65leteGenerationsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\",\n\x19\x44\x65leteGenerationsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"%\n\x17\x43\x61ncelGenerationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x18\x43\x61ncelGenerationResponse\x12\x35\n\ngeneration\x18\x01 \x01(\x0b\x32!.omnihub.generation.v1.Generation\x12\x17\n\x0freleased_micros\x18\x02 \x01(\x03\"8\n\x1aSetWorkspaceSharingRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x08\"T\n\x1bSetWorkspaceSharingResponse\x12\x35\n\ngeneration\x18\x01 \x01(\x0b\x32!.omnihub.generation.v1.Generation\"$\n\x16WatchGenerationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"^\n\x17WatchGenerationResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x35\n\ngeneration\x18\x02 \x01(\x0b\x32!.omnihub.generation.v1.Generation\"h\n\x1bListWorkspaceGalleryRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"o\n\x1cListWorkspaceGalleryResponse\x12\x36\n\x0bgenerations\x18\x01 \x03(\x0b\x32!.omnihub.generation.v1.Generation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\x17HandleFalWebhookRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12L\n\x07headers\x18\x02 \x03(\x0b\x32;.omnihub.generation.v1.HandleFalWebhookRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x18HandleFalWebhookResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x32\xb3\n\n\x11GenerationService\x12v\n\x11\x43reateGenerations\x12/.omnihub.generation.v1.CreateGenerationsRequest\x1a\x30.omnihub.generation.v1.CreateGenerationsResponse\x12j\n\rCreateUpscale\x12+.omnihub.generation.v1.CreateUpscaleRequest\x1a,.omnihub.generation.v1.CreateUpscaleResponse\x12l\n\x0cQuoteUpscale\x12*.omnihub.generation.v1.QuoteUpscaleRequest\x1a+.omnihub.generation.v1.QuoteUpscaleResponse\"\x03\x90\x02\x01\x12u\n\x0fListGenerations\x12-.omnihub.generation.v1.ListGenerationsRequest\x1a..omnihub.generation.v1.ListGenerationsResponse\"\x03\x90\x02\x01\x12o\n\rGetGeneration\x12+.omnihub.generation.v1.GetGenerationRequest\x1a,.omnihub.generation.v1.GetGenerationResponse\"\x03\x90\x02\x01\x12{\n\x11\x44\x65leteGenerations\x12/.omnihub.generation.v1.DeleteGenerationsRequest\x1a\x30.omnihub.generation.v1.DeleteGenerationsResponse\"\x03\x90\x02\x02\x12s\n\x10\x43\x61ncelGeneration\x12..omnihub.generation.v1.CancelGenerationRequest\x1a/.omnihub.generation.v1.CancelGenerationResponse\x12\x81\x01\n\x13SetWorkspaceSharing\x12\x31.omnihub.generation.v1.SetWorkspaceSharingRequest\x1a\x32.omnihub.generation.v1.SetWorkspaceSharingResponse\"\x03\x90\x02\x02\x12r\n\x0fWatchGeneration\x12-.omnihub.generation.v1.WatchGenerationRequest\x1a..omnihub.generation.v1.WatchGenerationResponse0\x01\x12\x84\x01\n\x14ListWorkspaceGallery\x12\x32.omnihub.generation.v1.ListWorkspaceGalleryRequest\x1a\x33.omnihub.generation.v1.ListWorkspaceGalleryResponse\"\x03\x90\x02\x01\x12s\n\x10HandleFalWebhook\x12..omnihub.generation.v1.HandleFalWebhookRequest\x1a/.omnihub.generation.v1.HandleFalWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omnihub.generation.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATIONSERVICE']._serialized_start=65
-  _globals['_GENERATIONSERVICE']._serialized_end=84
+  _globals['_MODELOPTIONS_OPTIONSENTRY']._loaded_options = None
+  _globals['_MODELOPTIONS_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSBYMODELENTRY']._loaded_options = None
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSBYMODELENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEUPSCALEREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_CREATEUPSCALEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_QUOTEUPSCALEREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_QUOTEUPSCALEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTGENERATIONSRESPONSE_COUNTSENTRY']._loaded_options = None
+  _globals['_LISTGENERATIONSRESPONSE_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_HANDLEFALWEBHOOKREQUEST_HEADERSENTRY']._loaded_options = None
+  _globals['_HANDLEFALWEBHOOKREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_GENERATIONSERVICE'].methods_by_name['QuoteUpscale']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['QuoteUpscale']._serialized_options = b'\220\002\001'
+  _globals['_GENERATIONSERVICE'].methods_by_name['ListGenerations']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['ListGenerations']._serialized_options = b'\220\002\001'
+  _globals['_GENERATIONSERVICE'].methods_by_name['GetGeneration']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['GetGeneration']._serialized_options = b'\220\002\001'
+  _globals['_GENERATIONSERVICE'].methods_by_name['DeleteGenerations']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['DeleteGenerations']._serialized_options = b'\220\002\002'
+  _globals['_GENERATIONSERVICE'].methods_by_name['SetWorkspaceSharing']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['SetWorkspaceSharing']._serialized_options = b'\220\002\002'
+  _globals['_GENERATIONSERVICE'].methods_by_name['ListWorkspaceGallery']._loaded_options = None
+  _globals['_GENERATIONSERVICE'].methods_by_name['ListWorkspaceGallery']._serialized_options = b'\220\002\001'
+  _globals['_GENERATION']._serialized_start=129
+  _globals['_GENERATION']._serialized_end=880
+  _globals['_MODELOPTIONS']._serialized_start=883
+  _globals['_MODELOPTIONS']._serialized_end=1012
+  _globals['_MODELOPTIONS_OPTIONSENTRY']._serialized_start=966
+  _globals['_MODELOPTIONS_OPTIONSENTRY']._serialized_end=1012
+  _globals['_CREATEGENERATIONSREQUEST']._serialized_start=1015
+  _globals['_CREATEGENERATIONSREQUEST']._serialized_end=1493
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSENTRY']._serialized_start=966
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSENTRY']._serialized_end=1012
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSBYMODELENTRY']._serialized_start=1403
+  _globals['_CREATEGENERATIONSREQUEST_OPTIONSBYMODELENTRY']._serialized_end=1493
+  _globals['_CREATEGENERATIONSRESPONSE']._serialized_start=1496
+  _globals['_CREATEGENERATIONSRESPONSE']._serialized_end=1726
+  _globals['_CREATEUPSCALEREQUEST']._serialized_start=1729
+  _globals['_CREATEUPSCALEREQUEST']._serialized_end=1969
+  _globals['_CREATEUPSCALEREQUEST_OPTIONSENTRY']._serialized_start=966
+  _globals['_CREATEUPSCALEREQUEST_OPTIONSENTRY']._serialized_end=1012
+  _globals['_CREATEUPSCALERESPONSE']._serialized_start=1972
+  _globals['_CREATEUPSCALERESPONSE']._serialized_end=2198
+  _globals['_QUOTEUPSCALEREQUEST']._serialized_start=2201
+  _globals['_QUOTEUPSCALEREQUEST']._serialized_end=2392
+  _globals['_QUOTEUPSCALEREQUEST_OPTIONSENTRY']._serialized_start=966
+  _globals['_QUOTEUPSCALEREQUEST_OPTIONSENTRY']._serialized_end=1012
+  _globals['_QUOTEUPSCALERESPONSE']._serialized_start=2395
+  _globals['_QUOTEUPSCALERESPONSE']._serialized_end=2525
+  _globals['_LISTGENERATIONSREQUEST']._serialized_start=2528
+  _globals['_LISTGENERATIONSREQUEST']._serialized_end=2659
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=2662
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2891
+  _globals['_LISTGENERATIONSRESPONSE_COUNTSENTRY']._serialized_start=2846
+  _globals['_LISTGENERATIONSRESPONSE_COUNTSENTRY']._serialized_end=2891
+  _globals['_GETGENERATIONREQUEST']._serialized_start=2893
+  _globals['_GETGENERATIONREQUEST']._serialized_end=2927
+  _globals['_GETGENERATIONRESPONSE']._serialized_start=2929
+  _globals['_GETGENERATIONRESPONSE']._serialized_end=3007
+  _globals['_DELETEGENERATIONSREQUEST']._serialized_start=3009
+  _globals['_DELETEGENERATIONSREQUEST']._serialized_end=3048
+  _globals['_DELETEGENERATIONSRESPONSE']._serialized_start=3050
+  _globals['_DELETEGENERATIONSRESPONSE']._serialized_end=3094
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=3096
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=3133
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=3135
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=3241
+  _globals['_SETWORKSPACESHARINGREQUEST']._serialized_start=3243
+  _globals['_SETWORKSPACESHARINGREQUEST']._serialized_end=3299
+  _globals['_SETWORKSPACESHARINGRESPONSE']._serialized_start=3301
+  _globals['_SETWORKSPACESHARINGRESPONSE']._serialized_end=3385
+  _globals['_WATCHGENERATIONREQUEST']._serialized_start=3387
+  _globals['_WATCHGENERATIONREQUEST']._serialized_end=3423
+  _globals['_WATCHGENERATIONRESPONSE']._serialized_start=3425
+  _globals['_WATCHGENERATIONRESPONSE']._serialized_end=3519
+  _globals['_LISTWORKSPACEGALLERYREQUEST']._serialized_start=3521
+  _globals['_LISTWORKSPACEGALLERYREQUEST']._serialized_end=3625
+  _globals['_LISTWORKSPACEGALLERYRESPONSE']._serialized_start=3627
+  _globals['_LISTWORKSPACEGALLERYRESPONSE']._serialized_end=3738
+  _globals['_HANDLEFALWEBHOOKREQUEST']._serialized_start=3741
+  _globals['_HANDLEFALWEBHOOKREQUEST']._serialized_end=3906
+  _globals['_HANDLEFALWEBHOOKREQUEST_HEADERSENTRY']._serialized_start=3860
+  _globals['_HANDLEFALWEBHOOKREQUEST_HEADERSENTRY']._serialized_end=3906
+  _globals['_HANDLEFALWEBHOOKRESPONSE']._serialized_start=3908
+  _globals['_HANDLEFALWEBHOOKRESPONSE']._serialized_end=3951
+  _globals['_GENERATIONSERVICE']._serialized_start=3954
+  _globals['_GENERATIONSERVICE']._serialized_end=5285
 # @@protoc_insertion_point(module_scope)

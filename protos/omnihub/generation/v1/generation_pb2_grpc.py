@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.generation.v1 import generation_pb2 as omnihub_dot_generation_dot_v1_dot_generation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,16 @@ if _version_not_supported:
 
 
 class GenerationServiceStub:
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
 
     def __init__(self, channel):
@@ -35,16 +44,213 @@ class GenerationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateGenerations = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/CreateGenerations',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsResponse.FromString,
+                _registered_method=True)
+        self.CreateUpscale = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/CreateUpscale',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleResponse.FromString,
+                _registered_method=True)
+        self.QuoteUpscale = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/QuoteUpscale',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleResponse.FromString,
+                _registered_method=True)
+        self.ListGenerations = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/ListGenerations',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
+                _registered_method=True)
+        self.GetGeneration = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/GetGeneration',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationResponse.FromString,
+                _registered_method=True)
+        self.DeleteGenerations = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/DeleteGenerations',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsResponse.FromString,
+                _registered_method=True)
+        self.CancelGeneration = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/CancelGeneration',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationResponse.FromString,
+                _registered_method=True)
+        self.SetWorkspaceSharing = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/SetWorkspaceSharing',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingResponse.FromString,
+                _registered_method=True)
+        self.WatchGeneration = channel.unary_stream(
+                '/omnihub.generation.v1.GenerationService/WatchGeneration',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationResponse.FromString,
+                _registered_method=True)
+        self.ListWorkspaceGallery = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/ListWorkspaceGallery',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryResponse.FromString,
+                _registered_method=True)
+        self.HandleFalWebhook = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/HandleFalWebhook',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.FromString,
+                _registered_method=True)
 
 
 class GenerationServiceServicer:
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
+
+    def CreateGenerations(self, request, context):
+        """One batch per model: a model asked for N images makes N generations
+        sharing one provider job. With an idempotency key, a retry answers the
+        first result and creates nothing; the same key with another request is
+        refused with ALREADY_EXISTS (idempotency_key_reused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateUpscale(self, request, context):
+        """An upscale of one of the caller's completed generations, run as a job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuoteUpscale(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGenerations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGeneration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGenerations(self, request, context):
+        """Deletes the caller's generations: all of them or, when one id is not the
+        caller's, none. An unfinished one is cancelled (its hold released) first;
+        a community post of a deleted generation goes with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelGeneration(self, request, context):
+        """Pending or processing only; FAILED_PRECONDITION once finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWorkspaceSharing(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchGeneration(self, request, context):
+        """The generation now, then one event per change (status, queue position,
+        progress) until it is finished; the last event carries the outputs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkspaceGallery(self, request, context):
+        """Completed generations members shared with a workspace, for its members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleFalWebhook(self, request, context):
+        """Internal (the gateway): a fal webhook delivery, verified here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGenerations,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsResponse.SerializeToString,
+            ),
+            'CreateUpscale': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUpscale,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleResponse.SerializeToString,
+            ),
+            'QuoteUpscale': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteUpscale,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleResponse.SerializeToString,
+            ),
+            'ListGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGenerations,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.SerializeToString,
+            ),
+            'GetGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGeneration,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationResponse.SerializeToString,
+            ),
+            'DeleteGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGenerations,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsResponse.SerializeToString,
+            ),
+            'CancelGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGeneration,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationResponse.SerializeToString,
+            ),
+            'SetWorkspaceSharing': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWorkspaceSharing,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingResponse.SerializeToString,
+            ),
+            'WatchGeneration': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchGeneration,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationResponse.SerializeToString,
+            ),
+            'ListWorkspaceGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkspaceGallery,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryResponse.SerializeToString,
+            ),
+            'HandleFalWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleFalWebhook,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.generation.v1.GenerationService', rpc_method_handlers)
@@ -54,6 +260,311 @@ def add_GenerationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GenerationService:
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
+
+    @staticmethod
+    def CreateGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/CreateGenerations',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUpscale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/CreateUpscale',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CreateUpscaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteUpscale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/QuoteUpscale',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.QuoteUpscaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/ListGenerations',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/GetGeneration',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.GetGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/DeleteGenerations',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/CancelGeneration',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.CancelGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWorkspaceSharing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/SetWorkspaceSharing',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.SetWorkspaceSharingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/WatchGeneration',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.WatchGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkspaceGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/ListWorkspaceGallery',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.ListWorkspaceGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleFalWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/HandleFalWebhook',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

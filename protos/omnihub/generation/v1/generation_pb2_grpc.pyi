@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.generation.v1 import generation_pb2 as _generation_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,197 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class GenerationServiceStub:
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GenerationServiceAsyncStub: ...
+    CreateGenerations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.CreateGenerationsRequest, _generation_pb2.CreateGenerationsResponse]
+    """One batch per model: a model asked for N images makes N generations
+    sharing one provider job. With an idempotency key, a retry answers the
+    first result and creates nothing; the same key with another request is
+    refused with ALREADY_EXISTS (idempotency_key_reused).
+    """
+    CreateUpscale: _grpc.UnaryUnaryMultiCallable[_generation_pb2.CreateUpscaleRequest, _generation_pb2.CreateUpscaleResponse]
+    """An upscale of one of the caller's completed generations, run as a job."""
+    QuoteUpscale: _grpc.UnaryUnaryMultiCallable[_generation_pb2.QuoteUpscaleRequest, _generation_pb2.QuoteUpscaleResponse]
+    ListGenerations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListGenerationsRequest, _generation_pb2.ListGenerationsResponse]
+    GetGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]
+    DeleteGenerations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.DeleteGenerationsRequest, _generation_pb2.DeleteGenerationsResponse]
+    """Deletes the caller's generations: all of them or, when one id is not the
+    caller's, none. An unfinished one is cancelled (its hold released) first;
+    a community post of a deleted generation goes with it.
+    """
+    CancelGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.CancelGenerationRequest, _generation_pb2.CancelGenerationResponse]
+    """Pending or processing only; FAILED_PRECONDITION once finished."""
+    SetWorkspaceSharing: _grpc.UnaryUnaryMultiCallable[_generation_pb2.SetWorkspaceSharingRequest, _generation_pb2.SetWorkspaceSharingResponse]
+    WatchGeneration: _grpc.UnaryStreamMultiCallable[_generation_pb2.WatchGenerationRequest, _generation_pb2.WatchGenerationResponse]
+    """The generation now, then one event per change (status, queue position,
+    progress) until it is finished; the last event carries the outputs.
+    """
+    ListWorkspaceGallery: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListWorkspaceGalleryRequest, _generation_pb2.ListWorkspaceGalleryResponse]
+    """Completed generations members shared with a workspace, for its members."""
+    HandleFalWebhook: _grpc.UnaryUnaryMultiCallable[_generation_pb2.HandleFalWebhookRequest, _generation_pb2.HandleFalWebhookResponse]
+    """Internal (the gateway): a fal webhook delivery, verified here."""
 
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateGenerations: _aio.UnaryUnaryMultiCallable[_generation_pb2.CreateGenerationsRequest, _generation_pb2.CreateGenerationsResponse]  # type: ignore[assignment]
+    """One batch per model: a model asked for N images makes N generations
+    sharing one provider job. With an idempotency key, a retry answers the
+    first result and creates nothing; the same key with another request is
+    refused with ALREADY_EXISTS (idempotency_key_reused).
+    """
+    CreateUpscale: _aio.UnaryUnaryMultiCallable[_generation_pb2.CreateUpscaleRequest, _generation_pb2.CreateUpscaleResponse]  # type: ignore[assignment]
+    """An upscale of one of the caller's completed generations, run as a job."""
+    QuoteUpscale: _aio.UnaryUnaryMultiCallable[_generation_pb2.QuoteUpscaleRequest, _generation_pb2.QuoteUpscaleResponse]  # type: ignore[assignment]
+    ListGenerations: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListGenerationsRequest, _generation_pb2.ListGenerationsResponse]  # type: ignore[assignment]
+    GetGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]  # type: ignore[assignment]
+    DeleteGenerations: _aio.UnaryUnaryMultiCallable[_generation_pb2.DeleteGenerationsRequest, _generation_pb2.DeleteGenerationsResponse]  # type: ignore[assignment]
+    """Deletes the caller's generations: all of them or, when one id is not the
+    caller's, none. An unfinished one is cancelled (its hold released) first;
+    a community post of a deleted generation goes with it.
+    """
+    CancelGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.CancelGenerationRequest, _generation_pb2.CancelGenerationResponse]  # type: ignore[assignment]
+    """Pending or processing only; FAILED_PRECONDITION once finished."""
+    SetWorkspaceSharing: _aio.UnaryUnaryMultiCallable[_generation_pb2.SetWorkspaceSharingRequest, _generation_pb2.SetWorkspaceSharingResponse]  # type: ignore[assignment]
+    WatchGeneration: _aio.UnaryStreamMultiCallable[_generation_pb2.WatchGenerationRequest, _generation_pb2.WatchGenerationResponse]  # type: ignore[assignment]
+    """The generation now, then one event per change (status, queue position,
+    progress) until it is finished; the last event carries the outputs.
+    """
+    ListWorkspaceGallery: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListWorkspaceGalleryRequest, _generation_pb2.ListWorkspaceGalleryResponse]  # type: ignore[assignment]
+    """Completed generations members shared with a workspace, for its members."""
+    HandleFalWebhook: _aio.UnaryUnaryMultiCallable[_generation_pb2.HandleFalWebhookRequest, _generation_pb2.HandleFalWebhookResponse]  # type: ignore[assignment]
+    """Internal (the gateway): a fal webhook delivery, verified here."""
 
 class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The generation service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Image, video and upscale jobs run on fal's queue by the generation worker.
+
+    A generation moves pending -> processing -> completed | failed | cancelled,
+    every step a conditional update. Its credits are held through billing when
+    it is created (keyed by its id), captured when it completes and released
+    when it fails, times out or is cancelled: exactly once each, whoever of a
+    webhook, a poll or two workers gets there first.
+
+    Every generation belongs to the user who asked for it: another user's id
+    answers NOT_FOUND, never a hint that it exists.
     """
 
-    ...
+    @_abc_1.abstractmethod
+    def CreateGenerations(
+        self,
+        request: _generation_pb2.CreateGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.CreateGenerationsResponse, _abc.Awaitable[_generation_pb2.CreateGenerationsResponse]]:
+        """One batch per model: a model asked for N images makes N generations
+        sharing one provider job. With an idempotency key, a retry answers the
+        first result and creates nothing; the same key with another request is
+        refused with ALREADY_EXISTS (idempotency_key_reused).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateUpscale(
+        self,
+        request: _generation_pb2.CreateUpscaleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.CreateUpscaleResponse, _abc.Awaitable[_generation_pb2.CreateUpscaleResponse]]:
+        """An upscale of one of the caller's completed generations, run as a job."""
+
+    @_abc_1.abstractmethod
+    def QuoteUpscale(
+        self,
+        request: _generation_pb2.QuoteUpscaleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.QuoteUpscaleResponse, _abc.Awaitable[_generation_pb2.QuoteUpscaleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListGenerations(
+        self,
+        request: _generation_pb2.ListGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.ListGenerationsResponse, _abc.Awaitable[_generation_pb2.ListGenerationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGeneration(
+        self,
+        request: _generation_pb2.GetGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.GetGenerationResponse, _abc.Awaitable[_generation_pb2.GetGenerationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteGenerations(
+        self,
+        request: _generation_pb2.DeleteGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.DeleteGenerationsResponse, _abc.Awaitable[_generation_pb2.DeleteGenerationsResponse]]:
+        """Deletes the caller's generations: all of them or, when one id is not the
+        caller's, none. An unfinished one is cancelled (its hold released) first;
+        a community post of a deleted generation goes with it.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelGeneration(
+        self,
+        request: _generation_pb2.CancelGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.CancelGenerationResponse, _abc.Awaitable[_generation_pb2.CancelGenerationResponse]]:
+        """Pending or processing only; FAILED_PRECONDITION once finished."""
+
+    @_abc_1.abstractmethod
+    def SetWorkspaceSharing(
+        self,
+        request: _generation_pb2.SetWorkspaceSharingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.SetWorkspaceSharingResponse, _abc.Awaitable[_generation_pb2.SetWorkspaceSharingResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchGeneration(
+        self,
+        request: _generation_pb2.WatchGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_generation_pb2.WatchGenerationResponse], _abc.AsyncIterator[_generation_pb2.WatchGenerationResponse]]:
+        """The generation now, then one event per change (status, queue position,
+        progress) until it is finished; the last event carries the outputs.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkspaceGallery(
+        self,
+        request: _generation_pb2.ListWorkspaceGalleryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.ListWorkspaceGalleryResponse, _abc.Awaitable[_generation_pb2.ListWorkspaceGalleryResponse]]:
+        """Completed generations members shared with a workspace, for its members."""
+
+    @_abc_1.abstractmethod
+    def HandleFalWebhook(
+        self,
+        request: _generation_pb2.HandleFalWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.HandleFalWebhookResponse, _abc.Awaitable[_generation_pb2.HandleFalWebhookResponse]]:
+        """Internal (the gateway): a fal webhook delivery, verified here."""
 
 def add_GenerationServiceServicer_to_server(servicer: GenerationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
