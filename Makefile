@@ -53,6 +53,14 @@ protos: $(STAMP) ## Regenerate the Python stubs from protos/
 bench: $(STAMP) ## Benchmarks through the gateway (see tests/bench/README.md)
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
+.PHONY: scale-test
+scale-test: $(STAMP) ## Two replicas of everything, one of each killed under load (tests/scale)
+	$(PY) -m tests.scale $(SCALE_ARGS)
+
+.PHONY: bench-generation
+bench-generation: $(STAMP) ## Generations end to end and listing at 1M rows (tests/bench/README.md)
+	$(PY) -m tests.bench.generation $(BENCH_ARGS)
+
 lock: $(STAMP) ## Re-pin deploy/requirements/*.txt from pyproject.toml
 	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -q --no-header -o deploy/requirements/runtime.txt

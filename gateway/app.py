@@ -7,14 +7,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from starlette.routing import Route
 
 from gateway.errors import ErrorBody, install_error_handlers
-from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from gateway.middleware import (
+    BodySizeLimitMiddleware,
+    MaintenanceMiddleware,
+    RequestIdMiddleware,
+)
+from gateway.rate_limits import RateLimiter, RateLimitMiddleware
 from gateway.routers import (
+    admin,
+    admin_insights,
+    admin_users,
     auth,
     billing,
     catalog,
+    chat,
     community,
     generations,
     health,
@@ -24,10 +34,19 @@ from gateway.routers import (
     projects,
     workspaces,
 )
+from gateway.telemetry import RequestTelemetryMiddleware, metrics
 from gateway.upstream import Upstream
 from libs.config import Settings
+from libs.flags import FeatureFlags
 from libs.runtime import Runtime
 
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 429, 503, 504)
 }
@@ -35,11 +54,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(settings, "gateway")
+    # The operators' feature flags and rate-limit rules, polled (never read
+    # on a request's path).
+    flags = FeatureFlags(runtime.upstreams, settings.admin_poll_interval)
+    limiter = RateLimiter(runtime.upstreams, settings.admin_poll_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        await flags.prime_and_start()
+        await limiter.rules.prime_and_start()
         yield
+        await limiter.rules.stop()
+        await flags.stop()
         await runtime.stop()
 
     app = FastAPI(
@@ -50,6 +77,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if settings.show_docs else None,
         responses=ERROR_RESPONSES,
+        # FastAPI's own OpenTelemetry is off: RequestTelemetryMiddleware makes
+        # the request's span (continuing only a trusted proxy's trace) and
+        # Prometheus has the metrics; its `logs` would export exception
+        # messages, which may quote secrets.
+        telemetry=NO_FASTAPI_TELEMETRY,
     )
     app.state.settings = settings
     app.state.upstream = Upstream(runtime)
@@ -71,6 +103,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         generations.router,
         community.router,
         media.router,
+        chat.router,
+        admin_users.router,
+        admin_insights.router,
+        admin.router,
+        admin.public_router,
     )
     for router in routers:
         app.include_router(router)
@@ -79,8 +116,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.router.routes.insert(
         0, Route("/api/models", catalog.fast_list_models, methods=["GET"])
     )
+    app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     # The last added runs first. CORS wraps the body limit so that a 413 is
     # readable by the web client too.
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, verifier=runtime.verifier)
+    app.add_middleware(MaintenanceMiddleware, flags=flags)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
@@ -89,6 +129,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["X-Request-Id", "Retry-After", "X-Next-Cursor"],
+    )
+    # Outside CORS and the body limit, so their refusals are counted too.
+    app.add_middleware(
+        RequestTelemetryMiddleware, trusted_proxies=settings.trusted_proxies
     )
     app.add_middleware(RequestIdMiddleware)
     return app

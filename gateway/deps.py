@@ -28,12 +28,19 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+# Metadata naming where an operator's request came from; the admin service
+# writes it into the audit trail (the request id travels as x-request-id).
+CLIENT_ADDRESS_KEY = "x-client-address"
+
+
 @dataclass(frozen=True)
 class Principal:
-    """A verified caller and the header to forward to services."""
+    """A verified caller, the header to forward to services, and any other
+    metadata the services should see (for operators: the client address)."""
 
     claims: TokenClaims
     authorization: str
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def id(self) -> str:
@@ -60,7 +67,12 @@ async def require_user(request: Request) -> Principal:
 
 
 async def require_admin(request: Request) -> Principal:
-    return _principal(request, Audience.ADMIN)
+    principal = _principal(request, Audience.ADMIN)
+    settings: Settings = request.app.state.settings
+    address = client_address(request, settings) or ""
+    return Principal(
+        principal.claims, principal.authorization, ((CLIENT_ADDRESS_KEY, address),)
+    )
 
 
 def client_address(request: Request, settings: Settings) -> str | None:

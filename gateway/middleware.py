@@ -11,6 +11,8 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.flags import MAINTENANCE_MODE, FeatureFlags
+
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
@@ -129,3 +131,62 @@ async def _too_large(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# While maintenance mode is on these still answer: probes, the operators'
+# routes (to turn it off again), the public settings that announce it, the
+# API docs, and the providers' webhooks (a payment or a finished generation
+# must not be lost to a maintenance window).
+MAINTENANCE_OPEN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/docs",
+    "/openapi.json",
+    "/api/webhooks/fal",
+    "/api/payments/webhook",
+)
+MAINTENANCE_OPEN_PREFIXES = ("/api/admin/", "/api/settings")
+
+
+class MaintenanceMiddleware:
+    """Answers 503 with the operators' maintenance message while the
+    `maintenance_mode` feature flag is on (read from memory: the flags are
+    polled in the background, never on a request's path)."""
+
+    def __init__(self, app: ASGIApp, flags: FeatureFlags) -> None:
+        self.app = app
+        self.flags = flags
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.flags.enabled(MAINTENANCE_MODE)
+            or _open_during_maintenance(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        message = self.flags.maintenance_message
+        body = orjson.dumps(
+            {
+                "statusCode": 503,
+                "error": message,
+                "message": message,
+                "code": "maintenance",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _open_during_maintenance(path: str) -> bool:
+    return path in MAINTENANCE_OPEN_PATHS or path.startswith(MAINTENANCE_OPEN_PREFIXES)

@@ -3,11 +3,13 @@ translation of a failed call back into the DomainError the service raised."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from omnihub.billing.v1 import billing_pb2_grpc
+from omnihub.chat.v1 import chat_pb2_grpc
 
 from gateway.middleware import request_id_var
 from libs.grpc.status import from_rpc_error
@@ -29,21 +31,24 @@ class Upstream:
         self.billing = billing_pb2_grpc.BillingServiceStub(
             runtime.upstreams.channel("billing")
         )
+        self.chat = chat_pb2_grpc.ChatServiceStub(runtime.upstreams.channel("chat"))
 
     async def call(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
         message: RequestT,
         authorization: str | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> ResponseT:
         upstreams = self.runtime.upstreams
+        identity = upstreams.metadata(
+            authorization=authorization, request_id=request_id_var.get()
+        )
         try:
             return await method(
                 message,
                 timeout=upstreams.timeout(),
-                metadata=upstreams.metadata(
-                    authorization=authorization, request_id=request_id_var.get()
-                ),
+                metadata=(*identity, *metadata),
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None

@@ -13,7 +13,13 @@ import secrets
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
@@ -70,6 +76,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
     log_format: Literal["json", "console", "auto"] = "auto"
+    # Where a service or a worker serves Prometheus metrics (/metrics, on the
+    # interface of GRPC_LISTEN_HOST); the gateway serves them on PORT.
+    # Unset: not served. Traces are set by the OTEL_* variables (libs/tracing).
+    metrics_port: int | None = None
 
     # HTTP gateway
     port: int = 3001
@@ -119,6 +129,18 @@ class Settings(BaseSettings):
     rpc_max_timeout: float = 60.0
     grpc_max_message_bytes: int = 32 * 1024 * 1024
     grpc_listen_host: str = "[::]"
+    # Keepalive pings find a connection to a vanished peer (a host gone
+    # without closing its sockets) in time + timeout seconds, also while the
+    # connection is idle. Servers refuse pings more frequent than
+    # min_ping_interval, so clients must not ping more often than that.
+    grpc_keepalive_time: float = 30.0
+    grpc_keepalive_timeout: float = 10.0
+    grpc_keepalive_without_calls: bool = True
+    grpc_min_ping_interval: float = 10.0
+    # Servers close each connection after this many seconds (calls under way
+    # finish first), so that clients resolve `dns:///` names again and
+    # spread their calls over replicas started since. 0: never.
+    grpc_max_connection_age: float = 300.0
     auth_address: str = "localhost:50051"
     catalog_address: str = "localhost:50052"
     generation_address: str = "localhost:50053"
@@ -126,6 +148,12 @@ class Settings(BaseSettings):
     workspace_address: str = "localhost:50055"
     billing_address: str = "localhost:50056"
     admin_address: str = "localhost:50057"
+    # How often processes re-read feature flags (and the gateway its
+    # rate-limit rules) from the admin service; never on a request's path.
+    admin_poll_interval: float = 2.0
+    # How long the admin service keeps the dashboard's figures and each
+    # analytics range before asking the owning services again. 0: never kept.
+    admin_insights_cache_seconds: float = 30.0
 
     # Providers
     fal_key: SecretStr | None = None
@@ -162,6 +190,16 @@ class Settings(BaseSettings):
     razorpay_key_id: str | None = None
     razorpay_key_secret: SecretStr | None = None
     razorpay_webhook_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check_keepalive(self) -> Settings:
+        if self.grpc_keepalive_time < self.grpc_min_ping_interval:
+            # A server answers pings that come too often with GOAWAY
+            # ("too_many_pings") and the connection drops.
+            raise ValueError(
+                "GRPC_KEEPALIVE_TIME must not be shorter than GRPC_MIN_PING_INTERVAL"
+            )
+        return self
 
     @field_validator(
         "auth_rate_limit_account", "auth_rate_limit_address", mode="before"

@@ -87,6 +87,13 @@ class AccountDisabled(PermissionDenied):
     default_message = "This account is disabled. Contact support."
 
 
+class FeatureDisabled(PermissionDenied):
+    """An operator turned the feature off (a feature flag)."""
+
+    code = "feature_disabled"
+    default_message = "This feature is turned off right now."
+
+
 class NotFound(DomainError):
     code = "not_found"
     grpc_status = grpc.StatusCode.NOT_FOUND

@@ -1,9 +1,9 @@
 """Structured logging: one event name plus fields on every line.
 
-JSON in production, readable columns in development. The request id and trace
-id of the request being served are bound in contextvars by the gateway
-middleware and the gRPC server interceptor, so they appear on every line
-without being passed around.
+JSON in production, readable columns in development. The request id of the
+request being served is bound in contextvars by the gateway middleware and
+the gRPC server interceptor, and the trace id is read from the span being run
+(libs/tracing), so both appear on every line without being passed around.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from libs.config import Settings
+from libs.tracing import configure_tracing, current_trace_id
 
 _REDACTED = "[redacted]"
 _SECRET_KEYS = frozenset(
@@ -41,7 +42,19 @@ def _redact_secrets(
     return event_dict
 
 
+def _add_trace_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if "trace_id" not in event_dict:
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            event_dict["trace_id"] = trace_id
+    return event_dict
+
+
 def configure_logging(settings: Settings, service: str) -> None:
+    """Set where this process's logs go and, when the OTEL_* environment
+    asks for it, its traces too: every process calls this once at start."""
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and settings.is_production
     )
@@ -54,6 +67,7 @@ def configure_logging(settings: Settings, service: str) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_secrets,
@@ -66,6 +80,7 @@ def configure_logging(settings: Settings, service: str) -> None:
     )
     structlog.contextvars.bind_contextvars(service=service)
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+    configure_tracing(service)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

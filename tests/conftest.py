@@ -16,7 +16,11 @@ from tests import database
 from tests.fakes.google import FakeGoogle
 from tests.suite import ServedApp, run_gateway, run_service, suite_settings
 
-pytest_plugins = ["tests.fixtures.chat", "tests.fixtures.generation"]
+pytest_plugins = [
+    "tests.fixtures.admin",
+    "tests.fixtures.chat",
+    "tests.fixtures.generation",
+]
 
 
 @pytest.fixture(scope="session")

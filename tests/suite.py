@@ -52,14 +52,15 @@ def suite_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "jwt_secret": "test-secret-" + "x" * 40,
         "revocation_poll_interval": 0.2,
+        "admin_poll_interval": 0.2,
         "auth_rate_limit_account": "1000/60s",
         "auth_rate_limit_address": "10000/60s",
         "grpc_listen_host": "127.0.0.1",
         "log_level": "WARNING",
         # Every service of a test session shares one PostgreSQL server
         # (100 connections by default): small pools, some room to grow.
-        "database_pool_size": 3,
-        "database_max_overflow": 7,
+        "database_pool_size": 2,
+        "database_max_overflow": 5,
         **addresses,
         **provider_simulators(),
         **overrides,

@@ -2,9 +2,11 @@
 
 It serves the service's own servicers plus grpc.health.v1 and server
 reflection, and wraps every method with one interceptor that, in order:
-binds the request id and method to the log context, works out the caller and
-checks the method's access rule, enforces a deadline, maps DomainError (and
-anything unexpected) to a gRPC status, and logs failures.
+binds the request id and method to the log context, opens the call's server
+span under the caller's `traceparent`, works out the caller and checks the
+method's access rule, enforces a deadline, maps DomainError (and anything
+unexpected) to a gRPC status, logs failures, and counts and times the call
+by method and status code (libs/metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from libs.config import Settings
 from libs.errors import (
@@ -33,7 +36,6 @@ from libs.errors import (
 from libs.grpc.deadline import set_deadline
 from libs.grpc.identity import (
     REQUEST_ID_KEY,
-    TRACEPARENT_KEY,
     Access,
     CallerVerifier,
     authorize,
@@ -41,6 +43,8 @@ from libs.grpc.identity import (
 )
 from libs.grpc.status import STATUS_DETAILS_KEY, to_status_details
 from libs.logs import get_logger
+from libs.metrics import MetricsListener, RpcMetrics, listen_host
+from libs.tracing import extract, make_current, start_span
 
 log = get_logger(__name__)
 
@@ -66,6 +70,35 @@ class ServiceDefinition:
     access: Mapping[str, Access] = field(default_factory=dict)
 
 
+class _CallRecord:
+    """One call's span, and its count and latency once it ends."""
+
+    __slots__ = ("_metrics", "_started", "code", "span")
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+        self._started = time.perf_counter()
+        self.span: Span = INVALID_SPAN
+        # Until the call ends otherwise: the caller went away and the
+        # handler was cancelled.
+        self.code = grpc.StatusCode.CANCELLED
+        metrics.in_flight.inc()
+
+    @property
+    def started(self) -> float:
+        return self._started
+
+    def end(self) -> None:
+        self._metrics.in_flight.dec()
+        self._metrics.seconds.observe(time.perf_counter() - self._started)
+        self._metrics.handled(self.code).inc()
+        if self.span.is_recording():
+            self.span.set_attribute("rpc.grpc.status_code", self.code.value[0])
+            if self.code is not grpc.StatusCode.OK:
+                self.span.set_status(Status(StatusCode.ERROR, self.code.name))
+        self.span.end()
+
+
 class _ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -76,6 +109,13 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._verifier = verifier
         self._rules = rules
         self._max_timeout = max_timeout
+        self._metrics: dict[str, RpcMetrics] = {}
+
+    def _record(self, method: str) -> _CallRecord:
+        metrics = self._metrics.get(method)
+        if metrics is None:
+            metrics = self._metrics[method] = RpcMetrics.of(method)
+        return _CallRecord(metrics)
 
     async def intercept_service(
         self,
@@ -105,7 +145,13 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _enter(self, context: Context, method: str, access: Access | None) -> float:
+    def _enter(
+        self,
+        context: Context,
+        method: str,
+        access: Access | None,
+        record: _CallRecord,
+    ) -> float:
         """Set up the call's context and return its time budget in seconds."""
         metadata = {
             key: value
@@ -113,11 +159,9 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
             if isinstance(value, str)
         }
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id,
-            trace_id=_trace_id(metadata.get(TRACEPARENT_KEY)),
-            rpc=method,
-        )
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
+        record.span = _server_span(method, metadata, request_id)
+        make_current(record.span)
         caller = self._verifier.caller_from_metadata(metadata)
         set_current_caller(caller)
         if access is None:
@@ -140,14 +184,20 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         access: Access | None,
     ) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: Context) -> Any:
-            started = time.perf_counter()
+            record = self._record(method)
             try:
-                budget = self._enter(context, method, access)
+                budget = self._enter(context, method, access, record)
                 async with asyncio.timeout(budget):
-                    return await behavior(request, context)
+                    response = await behavior(request, context)
+                record.code = grpc.StatusCode.OK
+                return response
             except Exception as exc:
-                await _abort(context, exc, started)
+                error = _as_domain_error(exc)
+                record.code = error.grpc_status
+                await _abort(context, error, exc, record.started)
                 raise  # unreachable: abort raises
+            finally:
+                record.end()
 
         return unary
 
@@ -158,28 +208,43 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
         access: Access | None,
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            started = time.perf_counter()
+            record = self._record(method)
             try:
-                budget = self._enter(context, method, access)
+                budget = self._enter(context, method, access, record)
                 async with asyncio.timeout(budget):
                     async for message in behavior(request, context):
                         yield message
+                record.code = grpc.StatusCode.OK
             except Exception as exc:
-                await _abort(context, exc, started)
+                error = _as_domain_error(exc)
+                record.code = error.grpc_status
+                await _abort(context, error, exc, record.started)
+            finally:
+                record.end()
 
         return stream
 
 
-def _trace_id(traceparent: str | None) -> str | None:
-    """The trace id of a W3C traceparent header (version-traceid-spanid-flags)."""
-    if traceparent and traceparent.count("-") == 3:
-        return traceparent.split("-")[1]
-    return None
+def _server_span(method: str, metadata: Mapping[str, str], request_id: str) -> Span:
+    """The call's span, a child of the caller's span when it sent one."""
+    span = start_span(method.lstrip("/"), SpanKind.SERVER, extract(metadata))
+    if span.is_recording():
+        service, _, name = method.lstrip("/").rpartition("/")
+        span.set_attributes(
+            {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": name,
+                "omnihub.request_id": request_id,
+            }
+        )
+    return span
 
 
-async def _abort(context: Context, exc: BaseException, started: float) -> None:
+async def _abort(
+    context: Context, error: DomainError, exc: BaseException, started: float
+) -> None:
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-    error = _as_domain_error(exc)
     if isinstance(error, Internal):
         log.error("rpc.failed", elapsed_ms=elapsed_ms, exc_info=exc)
     else:
@@ -220,6 +285,39 @@ def _is_bad_data(exc: BaseException) -> bool:
     return isinstance(sqlstate, str) and sqlstate.startswith("22")
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments of a service's server: message sizes, keepalive and
+    connection age (see the GRPC_* settings)."""
+    options = [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.grpc_keepalive_timeout)),
+        # See channel_options in libs/grpc/client.py.
+        ("grpc.http2.ping_timeout_ms", _ms(settings.grpc_keepalive_timeout)),
+        # Clients' pings are accepted this often, also on idle connections.
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.grpc_min_ping_interval),
+        ),
+        (
+            "grpc.keepalive_permit_without_calls",
+            int(settings.grpc_keepalive_without_calls),
+        ),
+    ]
+    if settings.grpc_max_connection_age > 0:
+        # gRPC adds +/-10% jitter, so clients do not all reconnect at once;
+        # calls under way may finish (the grace period is unlimited).
+        options.append(
+            ("grpc.max_connection_age_ms", _ms(settings.grpc_max_connection_age))
+        )
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
 class ServiceServer:
     """Builds, starts and gracefully stops one service's gRPC server."""
 
@@ -242,16 +340,10 @@ class ServiceServer:
             interceptors=[
                 _ServiceInterceptor(verifier, rules, settings.rpc_max_timeout)
             ],
-            options=[
-                ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-                ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            options=server_options(settings),
         )
         self._health = health.aio.HealthServicer()
+        self._metrics: MetricsListener | None = None
         self.port = 0
 
     async def start(self, port: int, host: str | None = None) -> int:
@@ -266,6 +358,10 @@ class ServiceServer:
             f"{host or self._settings.grpc_listen_host}:{port}"
         )
         await self._server.start()
+        if self._settings.metrics_port is not None:
+            self._metrics = MetricsListener.start(
+                self._settings.metrics_port, host or listen_host(self._settings)
+            )
         for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("grpc.started", port=self.port, services=names)
@@ -275,7 +371,13 @@ class ServiceServer:
         """Stop taking calls, let in-flight ones finish within `grace`."""
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
+        if self._metrics is not None:
+            self._metrics.stop()
         log.info("grpc.stopped", grace=grace)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics.port if self._metrics is not None else None
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -32,6 +32,7 @@ from libs.runtime import Runtime
 from services.auth import rpc, service
 from services.auth.google import GoogleTokenVerifier
 from services.auth.models import SCHEMA
+from services.auth.operators import AccountOperations
 from services.auth.outbox import OutboxRelay, signup_handlers
 from services.auth.passwords import PasswordHashing
 from services.auth.service import AuthService
@@ -97,6 +98,7 @@ class AuthProcess(ServiceProcess):
             read_session_factory(engine),
             autocommit_engine(engine),
             self._outbox,
+            AccountOperations(PasswordHashing(), runtime.revocations),
         )
         return [rpc.definition(servicer)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -48,6 +49,9 @@ class User(Base):
     google_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     auth_provider: Mapped[str] = mapped_column(String(16), server_default="email")
     status: Mapped[str] = mapped_column(String(16), server_default="active")
+    # Why an operator last changed the status, and when (migration 0004).
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     bio: Mapped[str | None] = mapped_column(String(500))
     is_public_profile: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = _now()
@@ -55,9 +59,11 @@ class User(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('active', 'suspended', 'banned')", name="users_status"
+            "status IN ('active', 'suspended', 'banned', 'deleted')",
+            name="users_status",
         ),
         CheckConstraint("email = lower(email)", name="users_email_lower"),
+        Index("users_newest_first", text("created_at DESC"), text("id DESC")),
     )
 
 
@@ -72,6 +78,8 @@ class Admin(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16), server_default="superadmin")
+    # A disabled operator cannot sign in; their sessions were revoked.
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -120,6 +128,14 @@ class Session(Base):
             "revoked_at",
             postgresql_where=text("revoked_at IS NOT NULL"),
         ),
+        # Active-user counts: users by last use, read from the index alone
+        # (migration 0005).
+        Index(
+            "sessions_user_activity",
+            "last_used_at",
+            "user_id",
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
     )
 
 
@@ -152,6 +168,20 @@ class RateLimitBucket(Base):
 
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     allowed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OperatorRequest(Base):
+    """An operator's change (keyed by the admin task that asked for it) and
+    the reply it got, so that a retried task answers the first reply instead
+    of changing anything again."""
+
+    __tablename__ = "operator_requests"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
 
 
 class OutboxEvent(Base):

@@ -5,17 +5,29 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from sqlalchemy import and_, delete, exists, func, insert, select, text, update
+from sqlalchemy import (
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from libs.db import Executor, fetch_row
+from libs.periods import Period
 from services.auth.models import (
     Admin,
+    OperatorRequest,
     OutboxEvent,
     RateLimitBucket,
     RefreshToken,
@@ -339,13 +351,20 @@ async def revoke_sessions(
     *,
     session_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
+    admin_id: uuid.UUID | None = None,
+    keep_session_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
-    """Revoke live sessions by id and/or owner; returns the ids revoked."""
+    """Revoke live sessions by id and/or owner (all but `keep_session_id`);
+    returns the ids revoked."""
     conditions: list[ColumnElement[bool]] = [Session.revoked_at.is_(None)]
     if session_id is not None:
         conditions.append(Session.id == session_id)
     if user_id is not None:
         conditions.append(Session.user_id == user_id)
+    if admin_id is not None:
+        conditions.append(Session.admin_id == admin_id)
+    if keep_session_id is not None:
+        conditions.append(Session.id != keep_session_id)
     statement = (
         update(Session)
         .where(and_(*conditions))
@@ -494,3 +513,249 @@ async def postpone_event(
             last_error=error[:500],
         )
     )
+
+
+# Operators' requests: users as operators see them, operator accounts, and
+# the idempotency records of operators' changes.
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    """Which accounts an operator lists; None or "" means any."""
+
+    query: str = ""
+    status: str = ""
+    auth_provider: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def _escaped_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def users_page(
+    db: AsyncSession,
+    found: UserFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[User]:
+    """Accounts matching `found`, newest first, after the (created_at, id)
+    position `after`."""
+    statement = select(User)
+    if found.query:
+        pattern = f"%{_escaped_like(found.query)}%"
+        statement = statement.where(
+            User.email.ilike(pattern, escape="\\")
+            | User.name.ilike(pattern, escape="\\")
+            | User.nickname.ilike(pattern, escape="\\")
+        )
+    if found.status:
+        statement = statement.where(User.status == found.status)
+    if found.auth_provider:
+        statement = statement.where(User.auth_provider == found.auth_provider)
+    if found.created_after is not None:
+        statement = statement.where(User.created_at >= found.created_after)
+    if found.created_before is not None:
+        statement = statement.where(User.created_at < found.created_before)
+    if after is not None:
+        statement = statement.where(tuple_(User.created_at, User.id) < tuple_(*after))
+    statement = statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit)
+    return list((await db.execute(statement)).scalars())
+
+
+async def session_summary(
+    db: AsyncSession, user_id: uuid.UUID
+) -> tuple[int, datetime | None]:
+    """The user's live sessions and when any session of theirs was last used."""
+    live = and_(Session.revoked_at.is_(None), Session.expires_at > func.now())
+    statement = select(func.count().filter(live), func.max(Session.last_used_at)).where(
+        Session.user_id == user_id
+    )
+    count, last_used = (await db.execute(statement)).one()
+    return int(count), last_used
+
+
+async def lock_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
+    statement = (
+        select(User)
+        .where(User.id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def set_user_status(
+    db: AsyncSession, user_id: uuid.UUID, status: str, reason: str | None
+) -> User:
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            status=status,
+            status_reason=reason,
+            status_changed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(User)
+        .execution_options(populate_existing=True)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+async def anonymise_user(db: AsyncSession, user_id: uuid.UUID) -> User:
+    """Replace everything that names or reaches the person; keep the id,
+    which other services' records (the ledger) still refer to."""
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            email=f"deleted-{user_id}@deleted.invalid",
+            name="",
+            nickname=f"deleted-{user_id.hex}",
+            password_hash=None,
+            google_id=None,
+            avatar_url=None,
+            bio=None,
+            is_public_profile=False,
+            status="deleted",
+            status_reason="Deleted by an operator",
+            status_changed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(User)
+        .execution_options(populate_existing=True)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+async def forget_rate_buckets(db: AsyncSession, subject: str) -> None:
+    """Drop rate-limit buckets keyed by `subject` (they name an e-mail)."""
+    await db.execute(
+        delete(RateLimitBucket).where(
+            RateLimitBucket.key.like(f"%:account:{_escaped_like(subject)}", escape="\\")
+        )
+    )
+
+
+async def admins(db: AsyncSession) -> list[Admin]:
+    statement = select(Admin).order_by(Admin.username)
+    return list((await db.execute(statement)).scalars())
+
+
+async def admin_by_id(
+    db: AsyncSession, admin_id: uuid.UUID, *, lock: bool = False
+) -> Admin | None:
+    statement = select(Admin).where(Admin.id == admin_id)
+    if lock:
+        statement = statement.with_for_update()
+    statement = statement.execution_options(populate_existing=True)
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def create_admin(
+    db: AsyncSession, username: str, password_hash: str, role: str
+) -> Admin | None:
+    """The new operator account; None when the username is taken."""
+    statement = (
+        pg_insert(Admin)
+        .values(
+            id=uuid.uuid4(), username=username, password_hash=password_hash, role=role
+        )
+        .on_conflict_do_nothing(index_elements=[Admin.username])
+        .returning(Admin)
+    )
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
+async def update_admin(
+    db: AsyncSession, admin_id: uuid.UUID, values: dict[str, object]
+) -> Admin:
+    statement = (
+        update(Admin)
+        .where(Admin.id == admin_id)
+        .values(**values, updated_at=func.now())
+        .returning(Admin)
+        .execution_options(populate_existing=True)
+    )
+    return (await db.execute(statement)).scalar_one()
+
+
+async def lock_enabled_superadmins(db: AsyncSession) -> list[uuid.UUID]:
+    """Ids of enabled superadmins, locked, so that two demotions cannot both
+    count on the other one remaining."""
+    statement = (
+        select(Admin.id)
+        .where(Admin.role == "superadmin", Admin.disabled.is_(False))
+        .order_by(Admin.id)
+        .with_for_update()
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def claim_operator_request(
+    db: AsyncSession, key: str, kind: str, fingerprint: bytes
+) -> bool:
+    """Claim `key` for a request; False when it was claimed before (a
+    concurrent claim waits for the first one's transaction)."""
+    statement = (
+        pg_insert(OperatorRequest)
+        .values(key=key, kind=kind, fingerprint=fingerprint, result={})
+        .on_conflict_do_nothing(index_elements=[OperatorRequest.key])
+        .returning(OperatorRequest.key)
+    )
+    return (await db.execute(statement)).scalar_one_or_none() is not None
+
+
+async def operator_request(db: AsyncSession, key: str) -> OperatorRequest:
+    return (
+        await db.execute(select(OperatorRequest).where(OperatorRequest.key == key))
+    ).scalar_one()
+
+
+async def record_operator_result(
+    db: AsyncSession, key: str, result: dict[str, Any]
+) -> None:
+    await db.execute(
+        update(OperatorRequest).where(OperatorRequest.key == key).values(result=result)
+    )
+
+
+# Figures for operators (SummarizeUsers)
+
+
+async def users_by_status(db: AsyncSession) -> dict[str, int]:
+    statement = select(User.status, func.count()).group_by(User.status)
+    return {status: int(count) for status, count in (await db.execute(statement))}
+
+
+async def signups_by_bucket(
+    db: AsyncSession, period: Period
+) -> list[tuple[datetime, int]]:
+    """Accounts created in the period, per hour or day (newest-first index)."""
+    bucket = period.bucket_of(User.created_at)
+    statement = (
+        select(bucket, func.count())
+        .where(User.created_at >= period.start, User.created_at < period.end)
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [(moment, int(count)) for moment, count in await db.execute(statement)]
+
+
+async def active_users_since(db: AsyncSession, moments: list[datetime]) -> list[int]:
+    """For each moment, the users with a session opened or refreshed since
+    then. Each user's latest use is found once (one pass over the sessions
+    used since the earliest moment), then counted against every moment."""
+    latest = (
+        select(func.max(Session.last_used_at).label("used"))
+        .where(Session.user_id.is_not(None), Session.last_used_at >= min(moments))
+        .group_by(Session.user_id)
+        .subquery()
+    )
+    statement = select(
+        *(func.count().filter(latest.c.used >= moment) for moment in moments)
+    )
+    row = (await db.execute(statement)).one()
+    return [int(count) for count in row]

@@ -4,19 +4,23 @@ server interceptor maps them to statuses)."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2, auth_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.messages import refuse_unknown_fields, timestamp
 from libs.grpc.server import ServiceDefinition
+from libs.periods import Period
+from services.auth import reports
 from services.auth.models import Admin, Session, User
+from services.auth.operators import AccountOperations
 from services.auth.outbox import OutboxRelay
-from services.auth.repository import UserRecord
+from services.auth.repository import UserFilter, UserRecord
 from services.auth.service import (
     AuthService,
     ClientInfo,
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 ACCESS = {
+    "SummarizeUsers": Access.SERVICE,
     "Register": Access.SERVICE,
     "Login": Access.SERVICE,
     "GoogleSignIn": Access.SERVICE,
@@ -43,6 +48,14 @@ ACCESS = {
     "GetProfile": Access.USER,
     "UpdateProfile": Access.USER,
     "RegenerateNickname": Access.USER,
+    "ListUsers": Access.SERVICE,
+    "GetUser": Access.SERVICE,
+    "SetUserStatus": Access.SERVICE,
+    "DeleteUserData": Access.SERVICE,
+    "ListAdmins": Access.SERVICE,
+    "CreateAdmin": Access.SERVICE,
+    "UpdateAdmin": Access.SERVICE,
+    "ChangeAdminPassword": Access.ADMIN,
 }
 
 
@@ -54,8 +67,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         reads: async_sessionmaker[AsyncSession],
         read_engine: AsyncEngine,
         outbox: OutboxRelay,
+        operations: AccountOperations,
     ) -> None:
         self._service = service
+        self._operations = operations
         self._sessions = sessions
         # Autocommit sessions for the one-SELECT reads that run on every page.
         self._reads = reads
@@ -235,6 +250,25 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             session_ids=[str(s) for s in session_ids], as_of=timestamp(as_of)
         )
 
+    async def SummarizeUsers(
+        self, request: auth_pb2.SummarizeUsersRequest, context: Context
+    ) -> auth_pb2.SummarizeUsersResponse:
+        period = Period.from_request(request.start, request.end, request.bucket)
+        async with self._reads() as db:
+            summary = await reports.summarize_users(db, period, datetime.now(UTC))
+        return auth_pb2.SummarizeUsersResponse(
+            total_users=summary.total,
+            users_by_status=summary.by_status,
+            signups=summary.signups,
+            signup_buckets=[
+                auth_pb2.SignupBucket(start=timestamp(moment), count=count)
+                for moment, count in summary.signup_buckets
+            ],
+            daily_active_users=summary.daily_active,
+            weekly_active_users=summary.weekly_active,
+            monthly_active_users=summary.monthly_active,
+        )
+
     async def LookupUsers(
         self, request: auth_pb2.LookupUsersRequest, context: Context
     ) -> auth_pb2.LookupUsersResponse:
@@ -243,6 +277,128 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 db, list(request.user_ids), request.email
             )
         return auth_pb2.LookupUsersResponse(users=[_user(u) for u in users])
+
+    # Operators' requests, made through the admin service
+
+    async def ListUsers(
+        self, request: auth_pb2.ListUsersRequest, context: Context
+    ) -> auth_pb2.ListUsersResponse:
+        found = UserFilter(
+            query=request.query,
+            status=request.status,
+            auth_provider=request.auth_provider,
+            created_after=_moment(request, "created_after"),
+            created_before=_moment(request, "created_before"),
+        )
+        async with self._reads() as db:
+            page = await self._operations.list_users(
+                db, found, request.page_size, request.page_token
+            )
+        return auth_pb2.ListUsersResponse(
+            users=[_account(u) for u in page.users],
+            next_page_token=page.next_page_token,
+        )
+
+    async def GetUser(
+        self, request: auth_pb2.GetUserRequest, context: Context
+    ) -> auth_pb2.GetUserResponse:
+        async with self._reads() as db:
+            detail = await self._operations.user_detail(db, request.user_id)
+        reply = auth_pb2.GetUserResponse(
+            user=_account(detail.user), active_sessions=detail.active_sessions
+        )
+        if detail.last_seen_at is not None:
+            reply.last_seen_at.CopyFrom(timestamp(detail.last_seen_at))
+        return reply
+
+    async def SetUserStatus(
+        self, request: auth_pb2.SetUserStatusRequest, context: Context
+    ) -> auth_pb2.SetUserStatusResponse:
+        refuse_unknown_fields(request)
+        async with self._sessions.begin() as db:
+            change = await self._operations.set_user_status(
+                db,
+                request.user_id,
+                request.status,
+                request.reason,
+                request.idempotency_key,
+            )
+        return auth_pb2.SetUserStatusResponse(
+            user=_account(change.user),
+            previous_status=change.previous_status,
+            revoked_sessions=change.revoked_sessions,
+        )
+
+    async def DeleteUserData(
+        self, request: auth_pb2.DeleteUserDataRequest, context: Context
+    ) -> auth_pb2.DeleteUserDataResponse:
+        async with self._sessions.begin() as db:
+            outcome = await self._operations.delete_user_data(db, request.user_id)
+        return auth_pb2.DeleteUserDataResponse(
+            anonymised=outcome.anonymised, revoked_sessions=outcome.revoked_sessions
+        )
+
+    async def ListAdmins(
+        self, request: auth_pb2.ListAdminsRequest, context: Context
+    ) -> auth_pb2.ListAdminsResponse:
+        async with self._reads() as db:
+            admins = await self._operations.list_admins(db)
+        return auth_pb2.ListAdminsResponse(admins=[_admin(a) for a in admins])
+
+    async def CreateAdmin(
+        self, request: auth_pb2.CreateAdminRequest, context: Context
+    ) -> auth_pb2.CreateAdminResponse:
+        refuse_unknown_fields(request)
+        async with self._sessions.begin() as db:
+            admin = await self._operations.create_admin(
+                db,
+                request.username,
+                request.password,
+                request.role,
+                request.idempotency_key,
+            )
+        return auth_pb2.CreateAdminResponse(admin=_admin(admin))
+
+    async def UpdateAdmin(
+        self, request: auth_pb2.UpdateAdminRequest, context: Context
+    ) -> auth_pb2.UpdateAdminResponse:
+        refuse_unknown_fields(request)
+        async with self._sessions.begin() as db:
+            change = await self._operations.update_admin(
+                db,
+                request.admin_id,
+                request.role if request.HasField("role") else None,
+                request.disabled if request.HasField("disabled") else None,
+                request.idempotency_key,
+            )
+        previous = change.previous
+        return auth_pb2.UpdateAdminResponse(
+            admin=_admin(change.admin),
+            previous=auth_pb2.Admin(
+                id=previous.id,
+                username=previous.username,
+                role=previous.role,
+                disabled=previous.disabled,
+                created_at=timestamp(previous.created_at),
+                updated_at=timestamp(previous.updated_at),
+            ),
+            revoked_sessions=change.revoked_sessions,
+        )
+
+    async def ChangeAdminPassword(
+        self, request: auth_pb2.ChangeAdminPasswordRequest, context: Context
+    ) -> auth_pb2.ChangeAdminPasswordResponse:
+        caller = current_caller()
+        await self._throttle("admin-password", account=caller.admin_id)
+        async with self._sessions.begin() as db:
+            revoked = await self._operations.change_admin_password(
+                db,
+                caller.admin_id,
+                caller.session_id,
+                request.current_password,
+                request.new_password,
+            )
+        return auth_pb2.ChangeAdminPasswordResponse(revoked_sessions=revoked)
 
     async def _throttle(self, action: str, **subjects: str | None) -> None:
         async with self._sessions.begin() as db:
@@ -314,4 +470,41 @@ def _session(session: Session, current_session_id: str | None) -> auth_pb2.Sessi
 
 
 def _admin(admin: Admin) -> auth_pb2.Admin:
-    return auth_pb2.Admin(id=str(admin.id), username=admin.username)
+    return auth_pb2.Admin(
+        id=str(admin.id),
+        username=admin.username,
+        role=admin.role,
+        disabled=admin.disabled,
+        created_at=timestamp(admin.created_at),
+        updated_at=timestamp(admin.updated_at),
+    )
+
+
+def _account(user: User) -> auth_pb2.UserAccount:
+    """A user as an operator sees them: never the password hash."""
+    account = auth_pb2.UserAccount(
+        id=str(user.id),
+        email=user.email,
+        name=user.name,
+        nickname=user.nickname,
+        avatar_url=user.avatar_url or "",
+        auth_provider=user.auth_provider,
+        status=user.status,
+        status_reason=user.status_reason or "",
+        created_at=timestamp(user.created_at),
+        updated_at=timestamp(user.updated_at),
+        has_password=user.password_hash is not None,
+        google_linked=user.google_id is not None,
+        bio=user.bio or "",
+        is_public_profile=user.is_public_profile,
+    )
+    if user.status_changed_at is not None:
+        account.status_changed_at.CopyFrom(timestamp(user.status_changed_at))
+    return account
+
+
+def _moment(request: auth_pb2.ListUsersRequest, field: str) -> datetime | None:
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp: Timestamp = getattr(request, field)
+    return stamp.ToDatetime(tzinfo=UTC)

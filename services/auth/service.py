@@ -52,6 +52,13 @@ MAX_LOOKUP_USERS = 500
 REVOCATION_OVERLAP = timedelta(seconds=10)
 ENDED_SESSION_RETENTION = timedelta(days=30)
 NICKNAME_ATTEMPTS = 8
+# What sign-in, refresh and every account read answer while an operator's
+# status shuts the user out (services/auth/operators.py sets it).
+DISABLED_MESSAGES = {
+    "suspended": "This account is suspended. Contact support.",
+    "banned": "This account is banned. Contact support.",
+    "deleted": "This account was deleted.",
+}
 MIN_NICKNAME_LENGTH = 3
 MAX_NICKNAME_LENGTH = 30
 # ASCII only: a nickname is typed into URLs, and letters of other scripts
@@ -496,7 +503,9 @@ class AuthService:
     @staticmethod
     def _require_active(user: User | UserRecord) -> None:
         if user.status != "active":
-            raise AccountDisabled(f"This account is {user.status}. Contact support.")
+            raise AccountDisabled(
+                DISABLED_MESSAGES.get(user.status, AccountDisabled.default_message)
+            )
 
     # Sessions
 
@@ -577,9 +586,7 @@ class AuthService:
     ) -> RefreshOutcome:
         session = await repository.live_session(db, session_id)
         if session is None or session.user_id is None:
-            return RefreshOutcome(
-                error=InvalidToken("Your session has ended. Sign in again.")
-            )
+            return RefreshOutcome(error=await self._ended_session_error(db, session_id))
         user = await repository.user_by_id(db, session.user_id)
         if user is None:
             return RefreshOutcome(error=InvalidToken("This account no longer exists."))
@@ -598,6 +605,22 @@ class AuthService:
         return RefreshOutcome(
             tokens=self._tokens(user.id, user.email, session, refresh_token, now)
         )
+
+    async def _ended_session_error(
+        self, db: AsyncSession, session_id: uuid.UUID
+    ) -> DomainError:
+        """Why a session cannot be refreshed: the account's status when an
+        operator shut the user out (which also ended the session), else that
+        it has ended."""
+        session = await db.get(Session, session_id)
+        user = (
+            await repository.user_by_id(db, session.user_id)
+            if session is not None and session.user_id is not None
+            else None
+        )
+        if user is not None and user.status in ("suspended", "banned"):
+            return AccountDisabled(DISABLED_MESSAGES[user.status])
+        return InvalidToken("Your session has ended. Sign in again.")
 
     async def logout(self, db: AsyncSession, refresh_token: str) -> None:
         session_id = await repository.session_for_token(
@@ -666,6 +689,8 @@ class AuthService:
         verification = await self._passwords.verify(admin.password_hash, password)
         if not verification.ok:
             raise InvalidCredentials("The username or password is not correct.")
+        if admin.disabled:
+            raise AccountDisabled("This operator account is disabled.")
         if verification.upgraded_hash:
             await repository.set_admin_password_hash(
                 db, admin.id, verification.upgraded_hash

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.config import Settings, get_settings
 from libs.db import create_engine, read_session_factory, session_factory
@@ -28,6 +28,7 @@ from services.billing.payments import PaymentService, is_simulated
 from services.billing.razorpay import RazorpayClient
 from services.billing.repository import Unbalanced
 from services.billing.service import BillingService
+from services.billing.totals import publish_totals_forever
 
 log = get_logger(__name__)
 
@@ -75,9 +76,18 @@ class BillingProcess(ServiceProcess):
             await self._simulator.close()
 
     async def run_background(self) -> None:
-        """Check the books every hour; a mismatch is a bug worth waking up for."""
+        """Publish the ledger totals every 30 s (services/billing/totals.py)
+        and check the books every hour."""
         assert self._engine is not None
         sessions = session_factory(self._engine)
+        await asyncio.gather(
+            publish_totals_forever(sessions), self._reconcile_forever(sessions)
+        )
+
+    async def _reconcile_forever(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """A mismatch is a bug worth waking up for."""
         while True:
             await asyncio.sleep(RECONCILE_INTERVAL_SECONDS)
             try:

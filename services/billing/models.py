@@ -167,6 +167,12 @@ class Hold(Base):
             postgresql_ops={"tags": "jsonb_path_ops"},
             postgresql_where=text("status = 'captured'"),
         ),
+        # Credits spent per day, for operators (migration 0004).
+        Index(
+            "holds_captured_by_time",
+            "settled_at",
+            postgresql_where=text("status = 'captured'"),
+        ),
     )
 
 
@@ -196,6 +202,14 @@ class LedgerEntry(Base):
             "balance_after >= 0", name="ledger_entries_balance_after_not_negative"
         ),
         Index("ledger_entries_account_history", "account_id", text("id DESC")),
+        # Credits brought in per day, for operators (migration 0004).
+        Index(
+            "ledger_entries_inflow_by_time",
+            "created_at",
+            postgresql_where=text(
+                "kind IN ('purchase', 'grant', 'refund', 'adjustment')"
+            ),
+        ),
     )
 
 
@@ -236,6 +250,8 @@ class Plan(Base):
     )
     is_popular: Mapped[bool] = mapped_column(server_default=text("false"))
     display_order: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Off sale: not listed publicly, no new orders (migration 0004).
+    active: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (
@@ -290,6 +306,13 @@ class Payment(Base):
             name="payments_completed_at",
         ),
         Index("payments_by_user", "user_id", text("created_at DESC"), text("id DESC")),
+        # Operators' reports (migration 0004).
+        Index(
+            "payments_completed",
+            "completed_at",
+            postgresql_where=text("status = 'completed'"),
+        ),
+        Index("payments_newest_first", text("created_at DESC"), text("id DESC")),
     )
 
 
@@ -317,6 +340,11 @@ class Subscription(Base):
         CheckConstraint(
             "current_period_end > current_period_start",
             name="subscriptions_period_forwards",
+        ),
+        Index(
+            "subscriptions_recently_changed",
+            text("updated_at DESC"),
+            text("user_id DESC"),
         ),
     )
 

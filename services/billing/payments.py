@@ -163,9 +163,10 @@ class PaymentService:
             return CheckoutConfig("", False)
         return CheckoutConfig(self._razorpay.key_id, self._simulator is not None)
 
-    async def plans(self) -> list[Plan]:
+    async def plans(self, *, include_inactive: bool = False) -> list[Plan]:
+        """Plans on sale; with `include_inactive`, those off sale too."""
         async with self._sessions() as db:
-            return await repository.plans(db)
+            return await repository.plans(db, include_inactive=include_inactive)
 
     # Orders
 
@@ -453,7 +454,7 @@ async def _price(db: AsyncSession, order: _Order) -> tuple[int, int]:
     """The order's amount in paise and the micro-credits it buys."""
     if order.plan_id is not None:
         plan = await repository.plan_by_id(db, order.plan_id)
-        if plan is None:
+        if plan is None or not plan.active:
             raise InvalidArgument.for_field(
                 "plan_id", f'There is no plan "{order.plan_id}".'
             )

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.db import Executor, fetch_row
+from libs.periods import Period
 from services.billing.models import (
     Account,
     BillingSettings,
@@ -267,6 +268,15 @@ async def hold_by_id(db: AsyncSession, hold_id: uuid.UUID) -> Hold | None:
     ).scalar_one_or_none()
 
 
+async def open_hold_ids(db: AsyncSession, account_id: uuid.UUID) -> list[uuid.UUID]:
+    statement = (
+        select(Hold.id)
+        .where(Hold.account_id == account_id, Hold.status == "held")
+        .order_by(Hold.created_at)
+    )
+    return list((await db.execute(statement)).scalars())
+
+
 @dataclass(frozen=True)
 class UsageTotal:
     values: tuple[str, ...]
@@ -379,6 +389,15 @@ async def credit_price_paise(db: AsyncSession) -> int:
     return int((await db.execute(statement)).scalar_one())
 
 
+async def update_settings(db: AsyncSession, values: dict[str, int]) -> None:
+    """Set the named columns of the one settings row (already checked)."""
+    await db.execute(
+        update(BillingSettings)
+        .where(BillingSettings.id == 1)
+        .values(**values, updated_at=func.now())
+    )
+
+
 async def set_signup_credits(db: AsyncSession, micros: int) -> None:
     await db.execute(
         update(BillingSettings)
@@ -390,8 +409,10 @@ async def set_signup_credits(db: AsyncSession, micros: int) -> None:
 # Plans
 
 
-async def plans(db: AsyncSession) -> list[Plan]:
+async def plans(db: AsyncSession, *, include_inactive: bool = False) -> list[Plan]:
     statement = select(Plan).order_by(Plan.display_order, Plan.id)
+    if not include_inactive:
+        statement = statement.where(Plan.active.is_(True))
     return list((await db.execute(statement)).scalars())
 
 
@@ -521,6 +542,16 @@ async def payments_page(
 PERIODS = {"monthly": "1 month", "yearly": "1 year"}
 
 
+async def active_plan(db: AsyncSession, user_id: uuid.UUID) -> str | None:
+    """The plan of the user's subscription if it is active and paid up."""
+    statement = select(Subscription.plan_id).where(
+        Subscription.user_id == user_id,
+        Subscription.status == "active",
+        Subscription.current_period_end > func.now(),
+    )
+    return (await db.execute(statement)).scalar_one_or_none()
+
+
 async def extend_subscription(
     db: AsyncSession, user_id: uuid.UUID, plan_id: str, billing_cycle: str
 ) -> datetime:
@@ -640,3 +671,232 @@ async def unbalanced_accounts(db: AsyncSession) -> list[Unbalanced]:
         )
         for row in await db.execute(statement)
     ]
+
+
+# Operators' reports (SummarizeRevenue, ListAllPayments, ListSubscriptions).
+# Status conditions are literals, so the planner can match the partial
+# indexes of migration 0004 whatever plan it caches.
+
+_COMPLETED = text("payments.status = 'completed'")
+_CAPTURED = text("holds.status = 'captured'")
+_INFLOW = text("ledger_entries.kind IN ('purchase', 'grant', 'refund', 'adjustment')")
+
+
+@dataclass(frozen=True)
+class RevenueRow:
+    start: datetime | None
+    currency: str
+    amount: int
+    payments: int
+
+
+@dataclass(frozen=True)
+class InflowRow:
+    start: datetime
+    kind: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    start: datetime | None
+    usage_type: str
+    count: int
+    spent: int
+
+
+async def revenue_by_bucket(db: AsyncSession, period: Period) -> list[RevenueRow]:
+    """Completed payments of the period per bucket and currency."""
+    bucket = period.bucket_of(Payment.completed_at)
+    statement = (
+        select(bucket, Payment.currency, func.sum(Payment.amount_paise), func.count())
+        .where(
+            _COMPLETED,
+            Payment.completed_at >= period.start,
+            Payment.completed_at < period.end,
+        )
+        .group_by(bucket, Payment.currency)
+        .order_by(bucket, Payment.currency)
+    )
+    return [
+        RevenueRow(start, currency, int(amount), int(count))
+        for start, currency, amount, count in await db.execute(statement)
+    ]
+
+
+async def lifetime_revenue(db: AsyncSession) -> list[RevenueRow]:
+    statement = (
+        select(Payment.currency, func.sum(Payment.amount_paise), func.count())
+        .where(_COMPLETED)
+        .group_by(Payment.currency)
+        .order_by(Payment.currency)
+    )
+    return [
+        RevenueRow(None, currency, int(amount), int(count))
+        for currency, amount, count in await db.execute(statement)
+    ]
+
+
+async def inflow_by_bucket(db: AsyncSession, period: Period) -> list[InflowRow]:
+    """Credits brought in per bucket and ledger kind (purchase, grant,
+    refund, adjustment), signed."""
+    bucket = period.bucket_of(LedgerEntry.created_at)
+    statement = (
+        select(bucket, LedgerEntry.kind, func.sum(LedgerEntry.amount))
+        .where(
+            _INFLOW,
+            LedgerEntry.created_at >= period.start,
+            LedgerEntry.created_at < period.end,
+        )
+        .group_by(bucket, LedgerEntry.kind)
+        .order_by(bucket)
+    )
+    return [
+        InflowRow(start, kind, int(amount))
+        for start, kind, amount in await db.execute(statement)
+    ]
+
+
+def _usage_type() -> Any:
+    return func.coalesce(Hold.tags["usage_type"].astext, "")
+
+
+async def spend_by_bucket(db: AsyncSession, period: Period) -> list[SpendRow]:
+    """What captured holds charged, per bucket of their capture and usage
+    type."""
+    bucket = period.bucket_of(Hold.settled_at)
+    usage = _usage_type()
+    statement = (
+        select(bucket, usage, func.count(), func.sum(Hold.captured))
+        .where(_CAPTURED, Hold.settled_at >= period.start, Hold.settled_at < period.end)
+        .group_by(bucket, usage)
+        .order_by(bucket)
+    )
+    return [
+        SpendRow(start, kind, int(count), int(spent or 0))
+        for start, kind, count, spent in await db.execute(statement)
+    ]
+
+
+async def lifetime_spend(db: AsyncSession) -> list[SpendRow]:
+    usage = _usage_type()
+    statement = (
+        select(usage, func.count(), func.sum(Hold.captured))
+        .where(_CAPTURED)
+        .group_by(usage)
+        .order_by(usage)
+    )
+    return [
+        SpendRow(None, kind, int(count), int(spent or 0))
+        for kind, count, spent in await db.execute(statement)
+    ]
+
+
+async def credits_in_circulation(db: AsyncSession) -> int:
+    statement = select(func.coalesce(func.sum(Account.balance + Account.held), 0))
+    return int((await db.execute(statement)).scalar_one())
+
+
+async def recurring_revenue(db: AsyncSession) -> tuple[int, int]:
+    """Subscriptions active and paid up now, and what they bring a month in
+    paise: the monthly price, or a twelfth of the yearly one."""
+    monthly = case(
+        (Subscription.billing_cycle == "yearly", Plan.price_yearly * 100 // 12),
+        else_=Plan.price_monthly * 100,
+    )
+    statement = (
+        select(func.count(), func.coalesce(func.sum(monthly), 0))
+        .select_from(Subscription)
+        .join(Plan, Plan.id == Subscription.plan_id)
+        .where(
+            Subscription.status == "active",
+            Subscription.current_period_end > func.now(),
+        )
+    )
+    count, paise = (await db.execute(statement)).one()
+    return int(count), int(paise)
+
+
+@dataclass(frozen=True)
+class PaymentFilter:
+    user_id: uuid.UUID | None = None
+    status: str | None = None
+    type: str | None = None
+
+
+async def all_payments_page(
+    db: AsyncSession,
+    found: PaymentFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Payment]:
+    """Payments matching `found`, newest first, older than `after` (a
+    created_at and id) when given."""
+    statement = select(Payment)
+    if found.user_id is not None:
+        statement = statement.where(Payment.user_id == found.user_id)
+    if found.status is not None:
+        statement = statement.where(Payment.status == found.status)
+    if found.type is not None:
+        statement = statement.where(Payment.type == found.type)
+    if after is not None:
+        statement = statement.where(
+            tuple_(Payment.created_at, Payment.id) < tuple_(*after)
+        )
+    statement = statement.order_by(Payment.created_at.desc(), Payment.id.desc())
+    return list((await db.execute(statement.limit(limit))).scalars())
+
+
+@dataclass(frozen=True)
+class SubscriptionFilter:
+    user_id: uuid.UUID | None = None
+    status: str | None = None
+    plan_id: str | None = None
+
+
+async def subscriptions_page(
+    db: AsyncSession,
+    found: SubscriptionFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[Subscription, str]]:
+    """Subscriptions matching `found` with their plan's name, most recently
+    changed first, after `after` (an updated_at and user id) when given."""
+    statement = select(Subscription, Plan.name).join(
+        Plan, Plan.id == Subscription.plan_id
+    )
+    if found.user_id is not None:
+        statement = statement.where(Subscription.user_id == found.user_id)
+    if found.status is not None:
+        statement = statement.where(Subscription.status == found.status)
+    if found.plan_id is not None:
+        statement = statement.where(Subscription.plan_id == found.plan_id)
+    if after is not None:
+        statement = statement.where(
+            tuple_(Subscription.updated_at, Subscription.user_id) < tuple_(*after)
+        )
+    statement = statement.order_by(
+        Subscription.updated_at.desc(), Subscription.user_id.desc()
+    ).limit(limit)
+    return [(row[0], row[1]) for row in await db.execute(statement)]
+
+
+async def subscriptions_by_status(db: AsyncSession) -> dict[str, int]:
+    statement = select(Subscription.status, func.count()).group_by(Subscription.status)
+    return {status: int(count) for status, count in await db.execute(statement)}
+
+
+# Plans, as operators edit them
+
+
+async def update_plan(
+    db: AsyncSession, plan_id: str, values: dict[str, Any]
+) -> Plan | None:
+    statement = (
+        update(Plan)
+        .where(Plan.id == plan_id)
+        .values(**values)
+        .returning(Plan)
+        .execution_options(populate_existing=True)
+    )
+    return (await db.execute(statement)).scalar_one_or_none()

@@ -27,8 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.messages import timestamp
 from libs.grpc.server import ServiceDefinition
-from services.billing.models import Payment, Plan
+from libs.periods import Period
+from services.billing import plans, reports
+from services.billing.models import Payment, Plan, Subscription
 from services.billing.payments import OrderRequest, PaymentService
+from services.billing.plans import PlanChanges
 from services.billing.service import AccountRef, BillingService, Entry
 
 if TYPE_CHECKING:
@@ -52,9 +55,16 @@ ACCESS = {
     "ListPayments": Access.USER,
     "GetCheckoutConfig": Access.PUBLIC,
     "GetBillingSettings": Access.PUBLIC,
+    "UpdateBillingSettings": Access.SERVICE,
+    "GetActivePlan": Access.SERVICE,
     "SimulateCheckout": Access.USER,
     "GetBalances": Access.SERVICE,
     "SummarizeUsage": Access.SERVICE,
+    "SummarizeRevenue": Access.SERVICE,
+    "ListAllPayments": Access.SERVICE,
+    "ListSubscriptions": Access.SERVICE,
+    "UpdatePlan": Access.SERVICE,
+    "DeleteUserData": Access.SERVICE,
 }
 
 _OWNER_TYPES: dict[billing_pb2.OwnerType.ValueType, str] = {
@@ -265,13 +275,80 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             )
         return billing_pb2.AdjustResponse(entry=_entry(entry))
 
+    async def DeleteUserData(
+        self, request: billing_pb2.DeleteUserDataRequest, context: Context
+    ) -> billing_pb2.DeleteUserDataResponse:
+        # Only open holds are released; the ledger and payments are kept.
+        async with self._sessions.begin() as db:
+            outcome = await self._service.release_open_holds(db, request.user_id)
+        return billing_pb2.DeleteUserDataResponse(
+            released_holds=outcome.holds, released_micros=outcome.released
+        )
+
     # Payments and plans
 
     async def ListPlans(
         self, request: billing_pb2.ListPlansRequest, context: Context
     ) -> billing_pb2.ListPlansResponse:
-        plans = await self._payments.plans()
-        return billing_pb2.ListPlansResponse(plans=[_plan(plan) for plan in plans])
+        # Plans off sale are shown to OmniHub services (the admin's list) only.
+        include_inactive = (
+            request.include_inactive and current_caller().service is not None
+        )
+        listed = await self._payments.plans(include_inactive=include_inactive)
+        return billing_pb2.ListPlansResponse(plans=[_plan(plan) for plan in listed])
+
+    # Operators' reports (the admin service)
+
+    async def SummarizeRevenue(
+        self, request: billing_pb2.SummarizeRevenueRequest, context: Context
+    ) -> billing_pb2.SummarizeRevenueResponse:
+        period = Period.from_request(request.start, request.end, request.bucket)
+        summary = await reports.summarize_revenue(self._reads, period)
+        return _revenue_summary(summary)
+
+    async def ListAllPayments(
+        self, request: billing_pb2.ListAllPaymentsRequest, context: Context
+    ) -> billing_pb2.ListAllPaymentsResponse:
+        async with self._reads() as db:
+            page = await reports.all_payments(
+                db,
+                request.page_size,
+                request.page_token,
+                user_id=request.user_id,
+                status=request.status,
+                kind=request.type,
+            )
+        return billing_pb2.ListAllPaymentsResponse(
+            payments=[_payment(payment) for payment in page.rows],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListSubscriptions(
+        self, request: billing_pb2.ListSubscriptionsRequest, context: Context
+    ) -> billing_pb2.ListSubscriptionsResponse:
+        async with self._reads() as db:
+            page, counts = await reports.subscriptions(
+                db,
+                request.page_size,
+                request.page_token,
+                user_id=request.user_id,
+                status=request.status,
+                plan_id=request.plan_id,
+            )
+        return billing_pb2.ListSubscriptionsResponse(
+            subscriptions=[_subscription(row, name) for row, name in page.rows],
+            next_page_token=page.next_page_token,
+            counts_by_status=counts,
+        )
+
+    async def UpdatePlan(
+        self, request: billing_pb2.UpdatePlanRequest, context: Context
+    ) -> billing_pb2.UpdatePlanResponse:
+        async with self._sessions.begin() as db:
+            plan = await plans.update_plan(
+                db, request.id, _plan_changes(request.changes), request.actor
+            )
+        return billing_pb2.UpdatePlanResponse(plan=_plan(plan))
 
     async def CreateOrder(
         self, request: billing_pb2.CreateOrderRequest, context: Context
@@ -346,6 +423,35 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             credit_price_paise=found.credit_price_paise,
         )
 
+    async def UpdateBillingSettings(
+        self, request: billing_pb2.UpdateBillingSettingsRequest, context: Context
+    ) -> billing_pb2.UpdateBillingSettingsResponse:
+        signup_credits = (
+            request.signup_credits_micros
+            if request.HasField("signup_credits_micros")
+            else None
+        )
+        credit_price = (
+            request.credit_price_paise
+            if request.HasField("credit_price_paise")
+            else None
+        )
+        async with self._sessions.begin() as db:
+            found = await self._service.update_settings(
+                db, signup_credits, credit_price
+            )
+        return billing_pb2.UpdateBillingSettingsResponse(
+            signup_credits_micros=found.signup_credits_micros,
+            credit_price_paise=found.credit_price_paise,
+        )
+
+    async def GetActivePlan(
+        self, request: billing_pb2.GetActivePlanRequest, context: Context
+    ) -> billing_pb2.GetActivePlanResponse:
+        async with self._reads() as db:
+            plan_id = await self._service.active_plan(db, request.user_id)
+        return billing_pb2.GetActivePlanResponse(plan_id=plan_id)
+
     async def SimulateCheckout(
         self, request: billing_pb2.SimulateCheckoutRequest, context: Context
     ) -> billing_pb2.SimulateCheckoutResponse:
@@ -401,6 +507,87 @@ def _plan(plan: Plan) -> billing_pb2.Plan:
         features=list(plan.features),
         is_popular=plan.is_popular,
         display_order=plan.display_order,
+        active=plan.active,
+    )
+
+
+def _revenue_summary(
+    summary: reports.RevenueSummary,
+) -> billing_pb2.SummarizeRevenueResponse:
+    return billing_pb2.SummarizeRevenueResponse(
+        revenue_buckets=[
+            billing_pb2.RevenueBucket(
+                start=_timestamp(row.start),
+                currency=row.currency,
+                amount=row.amount,
+                payments=row.payments,
+            )
+            for row in summary.revenue
+        ],
+        credit_flow_buckets=[
+            billing_pb2.CreditFlowBucket(
+                start=timestamp(flow.start),
+                purchased_micros=flow.purchased,
+                granted_micros=flow.granted,
+                refunded_micros=flow.refunded,
+                adjusted_micros=flow.adjusted,
+            )
+            for flow in summary.credit_flow
+        ],
+        spend_buckets=[
+            billing_pb2.SpendBucket(
+                start=_timestamp(row.start),
+                usage_type=row.usage_type,
+                count=row.count,
+                spent_micros=row.spent,
+            )
+            for row in summary.spend
+        ],
+        lifetime_revenue=[
+            billing_pb2.CurrencyAmount(
+                currency=row.currency, amount=row.amount, payments=row.payments
+            )
+            for row in summary.lifetime_revenue
+        ],
+        lifetime_spend=[
+            billing_pb2.UsageTypeSpend(
+                usage_type=row.usage_type, count=row.count, spent_micros=row.spent
+            )
+            for row in summary.lifetime_spend
+        ],
+        credits_in_circulation_micros=summary.in_circulation,
+        active_subscriptions=summary.active_subscriptions,
+        monthly_recurring_paise=summary.monthly_recurring_paise,
+    )
+
+
+def _subscription(row: Subscription, plan_name: str) -> billing_pb2.Subscription:
+    return billing_pb2.Subscription(
+        user_id=str(row.user_id),
+        plan_id=row.plan_id,
+        plan_name=plan_name,
+        billing_cycle=row.billing_cycle,
+        status=row.status,
+        current_period_start=timestamp(row.current_period_start),
+        current_period_end=timestamp(row.current_period_end),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def _plan_changes(message: billing_pb2.PlanChanges) -> PlanChanges:
+    def given(name: str) -> Any:
+        return getattr(message, name) if message.HasField(name) else None  # type: ignore[arg-type]
+
+    return PlanChanges(
+        name=given("name"),
+        price_monthly=given("price_monthly"),
+        price_yearly=given("price_yearly"),
+        credits_per_month=given("credits_per_month"),
+        features=list(message.features) if message.replace_features else None,
+        is_popular=given("is_popular"),
+        display_order=given("display_order"),
+        active=given("active"),
     )
 
 
@@ -418,4 +605,5 @@ def _payment(payment: Payment) -> billing_pb2.Payment:
         credits_micros=payment.credits_micros,
         created_at=_timestamp(payment.created_at),
         completed_at=_timestamp(payment.completed_at),
+        user_id=str(payment.user_id),
     )

@@ -152,6 +152,12 @@ class SignupGranted(Outcome):
 
 
 @dataclass(frozen=True)
+class HoldsReleased:
+    holds: int
+    released: int
+
+
+@dataclass(frozen=True)
 class Balance:
     balance: int
     held: int
@@ -709,6 +715,40 @@ class BillingService:
         }
         return await _once(db, key, "adjustment", request, Entry, run)
 
+    # A deleted user (the admin service's user deletion)
+
+    async def release_open_holds(self, db: AsyncSession, user_id: str) -> HoldsReleased:
+        """Return every hold still open on the user's own account. The
+        ledger stays: it is an append-only financial record that names the
+        user by id only. Each release is keyed by its hold, so a repeat
+        releases nothing twice."""
+        checks = Checks()
+        owner = Owner("user", checks.uuid("user_id", user_id))
+        checks.done()
+        account = await repository.account_by_owner(db, owner)
+        if account is None:
+            return HoldsReleased(0, 0)
+        count = released = 0
+        for hold_id in await repository.open_hold_ids(db, account.account_id):
+            try:
+                # A savepoint: a hold its owner settled meanwhile leaves no
+                # half-claimed key behind.
+                async with db.begin_nested():
+                    outcome = await self.release(
+                        db, str(hold_id), f"user-deleted:{hold_id}"
+                    )
+            except FailedPrecondition:
+                continue
+            count += 1
+            released += outcome.released
+        log.info(
+            "billing.user_holds_released",
+            user_id=user_id,
+            holds=count,
+            released_micros=released,
+        )
+        return HoldsReleased(count, released)
+
     # Settings and bookkeeping (no RPC of their own; the admin service and
     # `services.billing.main reconcile` use them)
 
@@ -718,6 +758,38 @@ class BillingService:
     async def public_settings(self, db: AsyncSession) -> PublicSettings:
         found = await repository.public_settings(db)
         return PublicSettings(found.signup_credits_micros, found.credit_price_paise)
+
+    async def active_plan(self, db: AsyncSession, user_id: str) -> str:
+        """The user's paid-up plan, "" for none (or an id that is no UUID)."""
+        try:
+            parsed = uuid.UUID(user_id)
+        except ValueError:
+            return ""
+        return await repository.active_plan(db, parsed) or ""
+
+    async def update_settings(
+        self,
+        db: AsyncSession,
+        signup_credits_micros: int | None,
+        credit_price_paise: int | None,
+    ) -> PublicSettings:
+        """Change the settings given; sign-ups read them at grant time, so
+        the next one gets the new credits."""
+        checks = Checks()
+        values: dict[str, int] = {}
+        if signup_credits_micros is not None:
+            values["signup_credits_micros"] = checks.amount(
+                "signup_credits_micros", signup_credits_micros, minimum=0
+            )
+        if credit_price_paise is not None:
+            values["credit_price_paise"] = checks.amount(
+                "credit_price_paise", credit_price_paise
+            )
+        checks.done()
+        if values:
+            await repository.update_settings(db, values)
+            log.info("billing.settings_updated", **values)
+        return await self.public_settings(db)
 
     async def set_signup_credits(self, db: AsyncSession, micros: int) -> None:
         checks = Checks()

@@ -29,7 +29,11 @@ from services.generation.upstream import ChosenPayer, Platform
 log = get_logger(__name__)
 
 EVENTS_CHANNEL = "generation_events"
+# Rung when a job becomes due now, so that an idle worker claims it at once.
+JOBS_CHANNEL = "generation_jobs"
 REFUNDED = "Your credits were refunded."
+# Failures that are the provider's doing, reported to the error log.
+PROVIDER_FAULTS = frozenset({"api_error", "rate_limit", "timeout", "unknown"})
 FAILURE_MESSAGES = {
     "content_violation": "The provider refused this request under its content policy.",
     "timeout": "The generation took too long and was stopped.",
@@ -61,6 +65,11 @@ class Failure:
     @classmethod
     def of(cls, error_type: str) -> Failure:
         return cls(error_type, failure_message(error_type))
+
+
+async def ring_workers(db: AsyncSession) -> None:
+    """Wake idle workers when this transaction commits."""
+    await db.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_CHANNEL})
 
 
 async def notify(db: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
@@ -111,6 +120,7 @@ class Lifecycle:
             await repository.move_job(
                 db, job_id, from_states=("holding",), state="queued", due_at=func.now()
             )
+            await ring_workers(db)
             await repository.transition(
                 db,
                 [g.id for g in generations],
@@ -206,7 +216,23 @@ class Lifecycle:
             log.info(
                 "generation.failed", job_id=str(job.id), error_type=failure.error_type
             )
+            await self._report(job, failure)
         return bool(moved)
+
+    async def _report(self, job: Job, failure: Failure) -> None:
+        """Tell the operators when the provider (not the user's request) was
+        at fault."""
+        if failure.error_type not in PROVIDER_FAULTS:
+            return
+        await self._platform.errors.send(
+            "provider",
+            failure.message,
+            severity="warning" if failure.error_type == "rate_limit" else "error",
+            code=failure.error_type,
+            user_id=str(job.user_id),
+            reference_id=str(job.id),
+            details={"model_id": job.model_id, "endpoint": job.endpoint},
+        )
 
     async def cancel(self, generation: Generation) -> Generation | None:
         """Cancel one unfinished generation; None when it had already ended."""
@@ -228,6 +254,7 @@ class Lifecycle:
                 await repository.update_job(
                     db, generation.job_id, cancel_requested=True, due_at=func.now()
                 )
+                await ring_workers(db)
                 await notify(db, [generation.id])
         if not moved:
             return None

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.db import session_factory
+from libs.db import read_session_factory, session_factory
+from libs.flags import FeatureFlags
 from libs.grpc.server import ServiceDefinition
 from libs.process import ServiceProcess, main
 from libs.runtime import Runtime
@@ -38,6 +39,7 @@ class GenerationProcess(ServiceProcess):
         self._events: EventHub | None = None
         self._verifier: WebhookVerifier | None = None
         self._store: MediaStore | None = None
+        self._flags: FeatureFlags | None = None
 
     async def build(
         self, runtime: Runtime, engine: AsyncEngine | None
@@ -50,13 +52,26 @@ class GenerationProcess(ServiceProcess):
         self._events = EventHub(engine)
         self._events.start()
         self._verifier = WebhookVerifier.from_settings(settings)
+        self._flags = FeatureFlags(runtime.upstreams, settings.admin_poll_interval)
+        self._flags.start()
         service = GenerationService(
-            sessions, platform, Lifecycle(sessions, platform, self._store), self._store
+            sessions,
+            platform,
+            Lifecycle(sessions, platform, self._store),
+            self._store,
+            self._flags,
         )
-        servicer = rpc.GenerationServicer(service, self._events, self._verifier)
-        return [rpc.definition(servicer), community_rpc.build(runtime, engine)]
+        servicer = rpc.GenerationServicer(
+            service, self._events, self._verifier, read_session_factory(engine)
+        )
+        return [
+            rpc.definition(servicer),
+            community_rpc.build(runtime, engine, self._flags),
+        ]
 
     async def close(self) -> None:
+        if self._flags is not None:
+            await self._flags.stop()
         if self._events is not None:
             await self._events.close()
         if self._verifier is not None:

@@ -98,6 +98,9 @@ class Job(Base):
     # any good answer.
     errors: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # W3C traceparent of the request that created the job: the worker's
+    # steps are spans of that trace (migration 0003).
+    trace_context: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _at(nullable=False)
     submitted_at: Mapped[datetime | None] = _at()
     finished_at: Mapped[datetime | None] = _at()
@@ -130,6 +133,8 @@ class Generation(Base):
             ),
         ),
         Index("generations_by_job", "job_id"),
+        # Operators' figures read generations by start time (migration 0002).
+        Index("generations_by_start", "started_at"),
         Index(
             "generations_unsettled",
             "id",

@@ -9,18 +9,33 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, text, update
+from sqlalchemy import (
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
+from libs.periods import Period
 from services.generation.models import (
     ACTIVE_JOB_STATES,
     FINISHED,
+    CommunityLike,
     CommunityPost,
     CreateRequest,
     Generation,
     GenerationCount,
     Job,
+    Share,
     WebhookDelivery,
 )
 
@@ -146,14 +161,11 @@ async def list_generations(
     if status:
         query = query.where(Generation.status == status)
     if cursor is not None:
+        # A row comparison, so that the index seeks to the cursor instead of
+        # filtering every row above it.
         query = query.where(
-            or_(
-                Generation.started_at < cursor.started_at,
-                and_(
-                    Generation.started_at == cursor.started_at,
-                    Generation.id < cursor.id,
-                ),
-            )
+            tuple_(Generation.started_at, Generation.id)
+            < tuple_(literal(cursor.started_at), literal(cursor.id))
         )
     elif offset:
         query = query.offset(offset)
@@ -192,13 +204,8 @@ async def gallery(
         query = query.where(Generation.type == type_)
     if cursor is not None:
         query = query.where(
-            or_(
-                Generation.completed_at < cursor.started_at,
-                and_(
-                    Generation.completed_at == cursor.started_at,
-                    Generation.id < cursor.id,
-                ),
-            )
+            tuple_(Generation.completed_at, Generation.id)
+            < tuple_(literal(cursor.started_at), literal(cursor.id))
         )
     query = query.order_by(Generation.completed_at.desc(), Generation.id.desc())
     return list((await db.execute(query.limit(limit))).scalars())
@@ -365,3 +372,183 @@ async def share_with_workspace(
         .where(Generation.id == generation_id)
         .values(shared_with_workspace=shared)
     )
+
+
+# A user's data, for operators (the admin service)
+
+
+@dataclass(frozen=True)
+class CommunityDataDeleted:
+    posts: int
+    likes: int
+    shares: int
+
+
+async def undeleted_of_user(
+    db: AsyncSession, user_id: uuid.UUID, limit: int
+) -> list[Generation]:
+    rows = await db.execute(
+        select(Generation)
+        .where(Generation.user_id == user_id, Generation.deleted_at.is_(None))
+        .order_by(Generation.started_at, Generation.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def latest_of_user(
+    db: AsyncSession, user_id: uuid.UUID, limit: int
+) -> list[Generation]:
+    rows = await db.execute(
+        select(Generation)
+        .where(Generation.user_id == user_id, Generation.deleted_at.is_(None))
+        .order_by(Generation.started_at.desc(), Generation.id.desc())
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def counts_of_user(db: AsyncSession, user_id: uuid.UUID) -> dict[str, int]:
+    rows = await db.execute(
+        select(GenerationCount.type, func.sum(GenerationCount.count))
+        .where(GenerationCount.user_id == user_id)
+        .group_by(GenerationCount.type)
+    )
+    return {kind: int(total) for kind, total in rows if total}
+
+
+async def delete_community_data_of(
+    db: AsyncSession, user_id: uuid.UUID
+) -> CommunityDataDeleted:
+    """The user's likes (taken off the posts' counts), posts, share links and
+    create-request keys."""
+    liked = list(
+        await db.scalars(
+            delete(CommunityLike)
+            .where(CommunityLike.user_id == user_id)
+            .returning(CommunityLike.post_id)
+        )
+    )
+    if liked:
+        await db.execute(
+            update(CommunityPost)
+            .where(CommunityPost.id.in_(liked))
+            .values(like_count=func.greatest(CommunityPost.like_count - 1, 0))
+        )
+    posts = await db.execute(
+        delete(CommunityPost).where(CommunityPost.user_id == user_id)
+    )
+    shares = await db.execute(delete(Share).where(Share.user_id == user_id))
+    await db.execute(delete(CreateRequest).where(CreateRequest.user_id == user_id))
+    return CommunityDataDeleted(
+        posts=int(posts.rowcount or 0),  # type: ignore[attr-defined]
+        likes=len(liked),
+        shares=int(shares.rowcount or 0),  # type: ignore[attr-defined]
+    )
+
+
+# Figures for operators (SummarizeGenerations). Every query but the totals
+# reads the generations started in the period through generations_by_start.
+
+
+@dataclass(frozen=True)
+class BucketCount:
+    start: datetime
+    type: str
+    status: str
+    count: int
+    credits: int
+
+
+@dataclass(frozen=True)
+class ModelCount:
+    model_id: str
+    model_name: str
+    type: str
+    count: int
+    # Credits of its completed generations.
+    credits: int
+
+
+def _started_in(period: Period) -> ColumnElement[bool]:
+    return and_(
+        Generation.started_at >= period.start, Generation.started_at < period.end
+    )
+
+
+async def counts_by_bucket(db: AsyncSession, period: Period) -> list[BucketCount]:
+    bucket = period.bucket_of(Generation.started_at)
+    statement = (
+        select(
+            bucket,
+            Generation.type,
+            Generation.status,
+            func.count(),
+            func.coalesce(func.sum(Generation.credits_micros), 0),
+        )
+        .where(_started_in(period))
+        .group_by(bucket, Generation.type, Generation.status)
+        .order_by(bucket)
+    )
+    return [
+        BucketCount(start, kind, status, int(count), int(credits))
+        for start, kind, status, count, credits in await db.execute(statement)
+    ]
+
+
+async def generating_users(
+    db: AsyncSession, period: Period
+) -> tuple[int, list[tuple[datetime, int]]]:
+    """Distinct users who started a generation in the period, and per
+    bucket, in one pass (the empty grouping set is the whole period)."""
+    bucket = period.bucket_of(Generation.started_at)
+    statement = (
+        select(bucket, func.count(Generation.user_id.distinct()))
+        .where(_started_in(period))
+        .group_by(func.grouping_sets(tuple_(bucket), tuple_()))
+    )
+    total = 0
+    buckets: list[tuple[datetime, int]] = []
+    for moment, users in await db.execute(statement):
+        if moment is None:
+            total = int(users)
+        else:
+            buckets.append((moment, int(users)))
+    return total, sorted(buckets)
+
+
+async def model_counts(db: AsyncSession, period: Period) -> list[ModelCount]:
+    completed = Generation.status == "completed"
+    statement = (
+        select(
+            Generation.model_id,
+            func.max(Generation.model_name),
+            func.max(Generation.type),
+            func.count(),
+            func.coalesce(func.sum(Generation.credits_micros).filter(completed), 0),
+        )
+        .where(_started_in(period))
+        .group_by(Generation.model_id)
+    )
+    return [
+        ModelCount(model_id, name, kind, int(count), int(credits))
+        for model_id, name, kind, count, credits in await db.execute(statement)
+    ]
+
+
+async def totals_by_type(db: AsyncSession) -> dict[str, int]:
+    """All-time counts of generations not deleted, from the per-owner counts
+    kept beside them rather than a scan of every generation."""
+    statement = select(
+        GenerationCount.type, func.coalesce(func.sum(GenerationCount.count), 0)
+    ).group_by(GenerationCount.type)
+    return {kind: int(count) for kind, count in await db.execute(statement)}
+
+
+async def latest_generations(db: AsyncSession, limit: int) -> list[Generation]:
+    statement = (
+        select(Generation)
+        .order_by(Generation.started_at.desc(), Generation.id.desc())
+        .limit(limit)
+    )
+    return list(await db.scalars(statement))

@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 from omnihub.generation.v1 import generation_pb2, generation_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.errors import Unauthenticated
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.messages import refuse_unknown_fields, timestamp
 from libs.grpc.server import ServiceDefinition
+from libs.periods import Period
+from services.generation import reports
 from services.generation.events import EventHub
 from services.generation.fal import WebhookRejected, WebhookVerifier
 from services.generation.models import FINISHED, Generation, Job
+from services.generation.repository import ModelCount
 from services.generation.service import (
     Created,
     CreateRequest,
@@ -43,6 +47,9 @@ ACCESS = {
     "WatchGeneration": Access.USER,
     "ListWorkspaceGallery": Access.USER,
     "HandleFalWebhook": Access.SERVICE,
+    "SummarizeGenerations": Access.SERVICE,
+    "GetUserGenerationSummary": Access.SERVICE,
+    "DeleteUserData": Access.SERVICE,
 }
 # A watcher re-reads at least this often, notification or not.
 WATCH_RECHECK_SECONDS = 5.0
@@ -50,11 +57,17 @@ WATCH_RECHECK_SECONDS = 5.0
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     def __init__(
-        self, service: GenerationService, events: EventHub, verifier: WebhookVerifier
+        self,
+        service: GenerationService,
+        events: EventHub,
+        verifier: WebhookVerifier,
+        reads: async_sessionmaker[AsyncSession],
     ) -> None:
         self._service = service
         self._events = events
         self._verifier = verifier
+        # Autocommit sessions for the operators' figures, which lock nothing.
+        self._reads = reads
 
     async def CreateGenerations(
         self, request: generation_pb2.CreateGenerationsRequest, context: Context
@@ -214,6 +227,39 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         applied = await self._service.on_webhook(event)
         return generation_pb2.HandleFalWebhookResponse(applied=applied)
 
+    async def SummarizeGenerations(
+        self, request: generation_pb2.SummarizeGenerationsRequest, context: Context
+    ) -> generation_pb2.SummarizeGenerationsResponse:
+        period = Period.from_request(request.start, request.end, request.bucket)
+        summary = await reports.summarize_generations(
+            self._reads, period, request.top_models, request.recent
+        )
+        return _summary(summary)
+
+    async def GetUserGenerationSummary(
+        self,
+        request: generation_pb2.GetUserGenerationSummaryRequest,
+        context: Context,
+    ) -> generation_pb2.GetUserGenerationSummaryResponse:
+        counts, recent = await self._service.user_summary(
+            request.user_id, request.recent_limit
+        )
+        return generation_pb2.GetUserGenerationSummaryResponse(
+            counts=counts, recent=[generation_message(g) for g in recent]
+        )
+
+    async def DeleteUserData(
+        self, request: generation_pb2.DeleteUserDataRequest, context: Context
+    ) -> generation_pb2.DeleteUserDataResponse:
+        deleted = await self._service.delete_user_data(request.user_id)
+        return generation_pb2.DeleteUserDataResponse(
+            cancelled_generations=deleted.cancelled,
+            deleted_generations=deleted.deleted,
+            deleted_posts=deleted.community.posts,
+            deleted_likes=deleted.community.likes,
+            deleted_shares=deleted.community.shares,
+        )
+
 
 def _change(last: generation_pb2.Generation, current: generation_pb2.Generation) -> str:
     if current.status != last.status:
@@ -286,6 +332,54 @@ def generation_message(
         if row.status == "processing":
             message.progress = job.progress or ""
     return message
+
+
+def _summary(
+    summary: reports.GenerationSummary,
+) -> generation_pb2.SummarizeGenerationsResponse:
+    return generation_pb2.SummarizeGenerationsResponse(
+        buckets=[
+            generation_pb2.GenerationBucket(
+                start=timestamp(b.start),
+                type=b.type,
+                status=b.status,
+                count=b.count,
+                credits_micros=b.credits,
+            )
+            for b in summary.buckets
+        ],
+        generating_users_buckets=[
+            generation_pb2.GeneratingUsersBucket(start=timestamp(start), users=users)
+            for start, users in summary.user_buckets
+        ],
+        generating_users=summary.users,
+        top_models_by_count=[_model_usage(m) for m in summary.top_by_count],
+        top_models_by_credits=[_model_usage(m) for m in summary.top_by_credits],
+        totals_by_type=summary.totals_by_type,
+        recent=[
+            generation_pb2.RecentGeneration(
+                id=str(g.id),
+                user_id=str(g.user_id),
+                type=g.type,
+                model_id=g.model_id,
+                model_name=g.model_name,
+                status=g.status,
+                credits_micros=g.credits_micros,
+                started_at=timestamp(g.started_at),
+            )
+            for g in summary.recent
+        ],
+    )
+
+
+def _model_usage(model: ModelCount) -> generation_pb2.ModelUsage:
+    return generation_pb2.ModelUsage(
+        model_id=model.model_id,
+        model_name=model.model_name,
+        type=model.type,
+        count=model.count,
+        credits_micros=model.credits,
+    )
 
 
 def definition(servicer: GenerationServicer) -> ServiceDefinition:

@@ -23,13 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.errors import (
     DomainError,
     FailedPrecondition,
+    FeatureDisabled,
     FieldViolation,
     IdempotencyKeyReused,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
+from libs.flags import VIDEO_GENERATION, FeatureFlags
 from libs.logs import get_logger
+from libs.tracing import current_traceparent
 from services.generation import repository
 from services.generation.fal import FalError, WebhookEvent
 from services.generation.inputs import (
@@ -45,7 +48,7 @@ from services.generation.payload import (
     generation_payload,
     upscale_payload,
 )
-from services.generation.repository import Cursor
+from services.generation.repository import CommunityDataDeleted, Cursor
 from services.generation.storage import MediaStore, MediaStoreError
 from services.generation.upstream import ChosenPayer, Platform
 
@@ -57,6 +60,9 @@ MAX_IMAGES = 4
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
 MAX_BULK_DELETE = 100
+MAX_RECENT_FOR_OPERATORS = 50
+# A user's generations are deleted for an operator this many at a time.
+DELETE_BATCH = 500
 DEFAULT_WAIT = {"image": 120, "video": 600, "upscale": 300}
 UPSCALER_FOR = {"image": "fal-crystal-upscaler", "video": "fal-crystal-video-upscaler"}
 STATUS_FILTERS = ("pending", "processing", "completed", "failed", "cancelled")
@@ -161,6 +167,13 @@ class Page:
     counts: dict[str, int]
 
 
+@dataclass(frozen=True)
+class UserDataDeleted:
+    cancelled: int
+    deleted: int
+    community: CommunityDataDeleted
+
+
 class GenerationService:
     def __init__(
         self,
@@ -168,11 +181,13 @@ class GenerationService:
         platform: Platform,
         lifecycle: Lifecycle,
         store: MediaStore,
+        flags: FeatureFlags,
     ) -> None:
         self._sessions = sessions
         self._platform = platform
         self._lifecycle = lifecycle
         self._store = store
+        self._flags = flags
 
     # Creating
 
@@ -217,6 +232,8 @@ class GenerationService:
             raise InvalidArgument.for_field(
                 "model", f"{model.name} is currently disabled."
             )
+        if model.type == "video" and not self._flags.enabled(VIDEO_GENERATION):
+            raise FeatureDisabled("Video generation is turned off right now.")
         if model.type != request.type or model.type not in ("image", "video"):
             raise InvalidArgument.for_field(
                 "type", f"{model.name} makes {model.type}s, not {request.type}s."
@@ -538,6 +555,55 @@ class GenerationService:
             await repository.soft_delete(db, rows)
         return len(rows)
 
+    # Operators (the admin service)
+
+    async def user_summary(
+        self, user_id: str, recent_limit: int
+    ) -> tuple[dict[str, int], Sequence[Generation]]:
+        """A user's generation counts by type and their latest generations."""
+        owner = _owner(user_id)
+        if not 0 <= recent_limit <= MAX_RECENT_FOR_OPERATORS:
+            raise InvalidArgument.for_field(
+                "recent_limit",
+                f"recent_limit must be 0 to {MAX_RECENT_FOR_OPERATORS}.",
+            )
+        async with self._sessions() as db:
+            counts = await repository.counts_of_user(db, owner)
+            recent = (
+                await repository.latest_of_user(db, owner, recent_limit)
+                if recent_limit
+                else []
+            )
+        return counts, recent
+
+    async def delete_user_data(self, user_id: str) -> UserDataDeleted:
+        """Delete the user's posts, likes and share links, then cancel
+        (releasing holds) and soft-delete every generation of theirs. A
+        repeat finds nothing left."""
+        owner = _owner(user_id)
+        async with self._sessions.begin() as db:
+            community = await repository.delete_community_data_of(db, owner)
+        cancelled = deleted = 0
+        while True:
+            async with self._sessions() as db:
+                rows = await repository.undeleted_of_user(db, owner, DELETE_BATCH)
+            if not rows:
+                break
+            for row in rows:
+                if row.status not in FINISHED and await self._lifecycle.cancel(row):
+                    cancelled += 1
+            async with self._sessions.begin() as db:
+                await repository.soft_delete(db, rows)
+            deleted += len(rows)
+        log.info(
+            "generation.user_data_deleted",
+            user_id=user_id,
+            cancelled=cancelled,
+            deleted=deleted,
+            posts=community.posts,
+        )
+        return UserDataDeleted(cancelled, deleted, community)
+
     async def on_webhook(self, event: WebhookEvent) -> bool:
         """Finish a job from fal's webhook; False when it was already handled.
         A webhook that beats the worker's own record of the request id is
@@ -567,6 +633,13 @@ class GenerationService:
             await repository.share_with_workspace(db, generation.id, shared)
         generation.shared_with_workspace = shared
         return generation
+
+
+def _owner(user_id: str) -> uuid.UUID:
+    owner = parse_id(user_id)
+    if owner is None:
+        raise InvalidArgument.for_field("user_id", "user_id must be a UUID.")
+    return owner
 
 
 def _check_create(request: CreateRequest) -> None:
@@ -651,6 +724,7 @@ def _new_job(
         state="holding",
         due_at=now + timedelta(seconds=HOLDING_GRACE_SECONDS),
         deadline_at=now + timedelta(seconds=wait),
+        trace_context=current_traceparent(),
     )
     shares = _split(batch.quote.price_micros, batch.count)
     rows = [
@@ -699,6 +773,7 @@ def _new_upscale(
         state="holding",
         due_at=now + timedelta(seconds=HOLDING_GRACE_SECONDS),
         deadline_at=now + timedelta(seconds=wait),
+        trace_context=current_traceparent(),
     )
     row = Generation(
         id=uuid.uuid4(),

@@ -16,6 +16,7 @@ from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
 
+from libs.error_reports import ErrorReports
 from libs.errors import InsufficientCredits
 from libs.grpc.client import Upstreams
 from libs.grpc.status import from_rpc_error
@@ -55,6 +56,8 @@ class Platform:
             upstreams.channel("workspace")
         )
         self.billing = billing_pb2_grpc.BillingServiceStub(upstreams.channel("billing"))
+        # Provider failures for the operators' error log (admin service).
+        self.errors = ErrorReports(upstreams)
         self._personal: OrderedDict[str, str] = OrderedDict()
 
     async def model(self, model_id: str) -> catalog_pb2.Model:

@@ -17,6 +17,10 @@ the time it is next due:
 A job past its deadline is cancelled at fal and failed with a timeout. A
 killed worker's lease runs out and another worker carries on from the state
 stored, so nothing is posted or charged twice.
+
+Each step is a span in the trace of the request that created the job, and
+is counted by state and outcome; the worker serves its metrics, the job
+backlog among them, on METRICS_PORT (services/generation/telemetry.py).
 """
 
 from __future__ import annotations
@@ -36,14 +40,22 @@ from libs.config import Settings, get_settings
 from libs.db import create_engine, session_factory
 from libs.errors import DomainError, InsufficientCredits
 from libs.logs import configure_logging, get_logger
+from libs.metrics import MetricsListener
 from libs.process import run_event_loop
 from libs.runtime import Runtime
+from libs.tracing import make_current
 from services.generation import repository
+from services.generation.events import Listener
 from services.generation.fal import FalClient, FalError
-from services.generation.lifecycle import Failure, Lifecycle, notify
+from services.generation.lifecycle import JOBS_CHANNEL, Failure, Lifecycle, notify
 from services.generation.models import SCHEMA, Job
 from services.generation.service import HOLDING_GRACE_SECONDS
 from services.generation.storage import LocalMediaStore, MediaStoreError
+from services.generation.telemetry import (
+    end_step,
+    publish_backlog_forever,
+    start_step,
+)
 from services.generation.upstream import ChosenPayer, Platform
 
 log = get_logger(__name__)
@@ -55,6 +67,7 @@ SETTLE_EVERY_SECONDS = 5.0
 # fal retries its own side; after this many bad answers in a row, give up.
 PROVIDER_ERRORS_TOLERATED = 4
 STOP_GRACE_SECONDS = 20.0
+FIRST_POLL_SECONDS = 0.3
 
 
 def _seconds_until(moment: datetime) -> float:
@@ -81,6 +94,7 @@ class Worker:
         )
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._doorbell = asyncio.Event()
 
     async def run(self) -> None:
         """Lease and advance jobs until cancelled or stopped."""
@@ -89,10 +103,7 @@ class Worker:
             while not self._stopping.is_set():
                 claimed = await self._claim()
                 if not claimed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._stopping.wait(), self._settings.worker_idle_interval
-                        )
+                    await self._idle()
                 for job in claimed:
                     task = asyncio.create_task(self._advance_leased(job))
                     self._running.add(task)
@@ -115,6 +126,18 @@ class Worker:
     def stop(self) -> None:
         """Take no more jobs; run() returns once the current steps end."""
         self._stopping.set()
+        self._doorbell.set()
+
+    def wake(self) -> None:
+        """A job became due (see lifecycle.ring_workers)."""
+        self._doorbell.set()
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._doorbell.wait(), self._settings.worker_idle_interval
+            )
+        self._doorbell.clear()
 
     async def _claim(self) -> list[Job]:
         room = self._settings.worker_concurrency - len(self._running)
@@ -132,12 +155,21 @@ class Worker:
 
     async def _advance_leased(self, job: Job) -> None:
         delay = self._settings.fal_poll_interval
+        state, outcome = job.state, "cancelled"
+        # This task is the step's own: the span is current until it ends.
+        span = start_step(job)
+        make_current(span)
         try:
             delay = await self.advance(job)
+            outcome = "advanced"
         except (DomainError, MediaStoreError) as error:
+            outcome = "failed"
             log.warning("worker.step_failed", job_id=str(job.id), error=str(error))
         except Exception:
+            outcome = "crashed"
             log.exception("worker.step_crashed", job_id=str(job.id))
+        finally:
+            end_step(span, state, outcome)
         with contextlib.suppress(Exception):
             async with self._sessions.begin() as db:
                 await repository.release_lease(db, job, self.name, delay)
@@ -146,11 +178,15 @@ class Worker:
         """Take one step; returns seconds until the job is next due."""
         if job.state == "holding":
             return await self._finish_holding(job)
-        if job.cancel_requested:
-            await self._cancel_at_provider(job)
         async with self._sessions.begin() as db:
-            if await repository.job_finished_if_done(db, job.id):
-                return 0.0
+            finished = await repository.job_finished_if_done(db, job.id)
+        if finished:
+            # Every generation of it was cancelled (or ended otherwise): stop
+            # the provider's work too. A cancel of one image of several
+            # leaves the job running for the others.
+            if job.cancel_requested:
+                await self._cancel_at_provider(job)
+            return 0.0
         if _seconds_until(job.deadline_at) <= 0:
             # Failed first: fal answers the cancel with an ERROR webhook,
             # which must find the generation already ended by the timeout.
@@ -212,19 +248,24 @@ class Worker:
             )
         log.info("generation.submitted", job_id=str(job.id), provider="fal")
         await self._lifecycle.start_processing(job)
-        return self._settings.fal_poll_interval
+        # Fast jobs are often done by the first look; slow ones are then
+        # polled at the normal interval (webhooks usually come first).
+        return min(FIRST_POLL_SECONDS, self._settings.fal_poll_interval)
 
     async def _submit_refused(self, job: Job, error: FalError) -> float:
-        if error.status is None:
-            # The connection broke: fal may have the job. Never post again.
+        if error.retryable:
+            # fal did not take it (no connection, 429, 5xx): post again later.
+            if job.attempts < SUBMIT_RETRIES:
+                async with self._sessions.begin() as db:
+                    await repository.update_job(
+                        db, job.id, state="queued", last_error=str(error)[:500]
+                    )
+                return SUBMIT_RETRY_DELAY * job.attempts
+        elif error.status is None:
+            # Sent, then the connection broke: fal may have the job. It is
+            # never posted again; it ends at its timeout, credits released.
             log.warning("generation.submit_unknown", job_id=str(job.id))
             return max(0.0, _seconds_until(job.deadline_at))
-        if error.retryable and job.attempts < SUBMIT_RETRIES:
-            async with self._sessions.begin() as db:
-                await repository.update_job(
-                    db, job.id, state="queued", last_error=str(error)[:500]
-                )
-            return SUBMIT_RETRY_DELAY * job.attempts
         await self._lifecycle.fail(job, Failure.from_fal(error))
         return 0.0
 
@@ -301,14 +342,22 @@ async def run_worker(settings: Settings) -> None:
     sessions = session_factory(engine)
     lifecycle = Lifecycle(sessions, platform, store)
     worker = Worker(settings, sessions, platform, lifecycle, fal)
+    doorbell = Listener(engine, JOBS_CHANNEL, lambda _payload: worker.wake())
+    doorbell.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
+    metrics = MetricsListener.from_settings(settings)
+    backlog = asyncio.create_task(publish_backlog_forever(sessions))
     log.info("worker.started", worker=worker.name)
     try:
         await worker.run()
         log.info("worker.stopped", worker=worker.name)
     finally:
+        backlog.cancel()
+        if metrics is not None:
+            metrics.stop()
+        await doorbell.close()
         await fal.close()
         await store.close()
         await runtime.stop()

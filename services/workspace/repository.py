@@ -349,6 +349,32 @@ async def delete_member(db: AsyncSession, member_id: uuid.UUID) -> None:
     await db.execute(delete(Member).where(Member.id == member_id))
 
 
+async def workspace_ids_of_member(
+    db: AsyncSession, user_id: uuid.UUID
+) -> list[uuid.UUID]:
+    statement = (
+        select(Member.workspace_id)
+        .where(Member.user_id == user_id)
+        .order_by(Member.joined_at, Member.workspace_id)
+    )
+    return list((await db.execute(statement)).scalars())
+
+
+async def successor(
+    db: AsyncSession, workspace_id: uuid.UUID, lock: Lock
+) -> MemberRecord | None:
+    """Who takes over a workspace from its owner: the longest-standing admin,
+    else the longest-standing member."""
+    statement = (
+        select(*_MEMBER)
+        .where(Member.workspace_id == workspace_id, Member.role != "owner")
+        .order_by(Member.role_rank, Member.joined_at, Member.id)
+        .limit(1)
+    )
+    row = (await db.execute(_locked(statement, lock, Member))).one_or_none()
+    return _member(row) if row else None
+
+
 # Invites
 
 
@@ -559,6 +585,22 @@ async def update_project(
         .returning(Project)
     )
     return (await db.execute(statement)).scalar_one()
+
+
+async def delete_projects_of_owner(db: AsyncSession, owner_id: uuid.UUID) -> int:
+    """Deletes every project of `owner_id`, in any workspace (with assets)."""
+    result = await db.execute(delete(Project).where(Project.owner_id == owner_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_invites_of(db: AsyncSession, user_id: uuid.UUID) -> int:
+    """Deletes the invites the user sent or accepted (they hold addresses)."""
+    result = await db.execute(
+        delete(Invite).where(
+            (Invite.invited_by == user_id) | (Invite.accepted_by == user_id)
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def delete_project(db: AsyncSession, project_id: uuid.UUID) -> None:

@@ -57,6 +57,7 @@ ACCESS = {
     "EnsurePersonalWorkspace": Access.SERVICE,
     "ResolvePayer": Access.SERVICE,
     "CheckVisibility": Access.SERVICE,
+    "DeleteUserData": Access.SERVICE,
     "ListProjects": Access.USER,
     "CreateProject": Access.USER,
     "UpdateProject": Access.USER,
@@ -360,6 +361,19 @@ class WorkspaceServicer(workspace_pb2_grpc.WorkspaceServiceServicer):
                 request.content_type,
             )
         return workspace_pb2.CheckVisibilityResponse(visible=visible)
+
+    async def DeleteUserData(
+        self, request: workspace_pb2.DeleteUserDataRequest, context: Context
+    ) -> workspace_pb2.DeleteUserDataResponse:
+        async with self._sessions.begin() as db:
+            outcome = await self._service.delete_user_data(db, request.user_id)
+        return workspace_pb2.DeleteUserDataResponse(
+            left_workspaces=outcome.left_workspaces,
+            transferred_workspaces=outcome.transferred_workspaces,
+            deleted_workspaces=outcome.deleted_workspaces,
+            deleted_projects=outcome.deleted_projects,
+            deleted_invites=outcome.deleted_invites,
+        )
 
     # Projects
 

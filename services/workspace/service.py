@@ -240,6 +240,15 @@ class PersonalWorkspace:
     created: bool
 
 
+@dataclass
+class UserDataDeleted:
+    left_workspaces: int = 0
+    transferred_workspaces: int = 0
+    deleted_workspaces: int = 0
+    deleted_projects: int = 0
+    deleted_invites: int = 0
+
+
 @dataclass(frozen=True)
 class Payer:
     account: AccountRef
@@ -1012,6 +1021,90 @@ class WorkspaceService:
         )
 
     # Shared steps
+
+    # A deleted user (the admin service's user deletion)
+
+    async def delete_user_data(self, db: AsyncSession, user_id: str) -> UserDataDeleted:
+        """Take the user out of every workspace under the members' own rules,
+        then delete their personal workspace, projects and invites."""
+        user = _uuid(user_id)
+        if user is None:
+            raise InvalidArgument.for_field("user_id", "user_id must be a UUID.")
+        outcome = UserDataDeleted()
+        outcome.deleted_projects = await repository.delete_projects_of_owner(db, user)
+        outcome.deleted_invites = await repository.delete_invites_of(db, user)
+        for workspace_id in await repository.workspace_ids_of_member(db, user):
+            await self._withdraw(db, workspace_id, user, outcome)
+        personal = await repository.personal_workspace_of(db, user)
+        if personal is not None:
+            # No pool and no allocations: nothing to pay back.
+            await repository.delete_workspace(db, personal.id)
+            outcome.deleted_workspaces += 1
+        log.info("workspace.user_data_deleted", user_id=user_id, **vars(outcome))
+        return outcome
+
+    async def _withdraw(
+        self,
+        db: AsyncSession,
+        workspace_id: uuid.UUID,
+        user: uuid.UUID,
+        outcome: UserDataDeleted,
+    ) -> None:
+        """Leave one workspace; an owner hands it on first, or deletes it
+        when nobody else is in it. Their personal one waits for the end."""
+        found = await repository.membership(db, workspace_id, user, Lock.UPDATE)
+        if found is None:
+            return
+        workspace, member = found
+        if workspace.is_personal and workspace.owner_id == user:
+            return
+        if member.role == OWNER:
+            heir = await repository.successor(db, workspace.id, Lock.NO_KEY_UPDATE)
+            if heir is None:
+                await self._delete_abandoned(db, workspace)
+                outcome.deleted_workspaces += 1
+                return
+            await repository.set_role(db, member.id, ADMIN)
+            await repository.set_role(db, heir.id, OWNER)
+            await repository.update_workspace(
+                db, workspace.id, {"owner_id": heir.user_id}
+            )
+            outcome.transferred_workspaces += 1
+            log.info(
+                "workspace.ownership_transferred",
+                workspace_id=str(workspace.id),
+                from_user_id=str(user),
+                to_user_id=str(heir.user_id),
+            )
+        own = await repository.member_of(db, workspace.id, user, Lock.UPDATE)
+        assert own is not None
+        await self._end_membership(db, workspace, own)
+        outcome.left_workspaces += 1
+
+    async def _delete_abandoned(
+        self, db: AsyncSession, workspace: WorkspaceRecord
+    ) -> None:
+        """Delete a team workspace its owner alone was in; its pool and
+        allocations go to the owner's own credits, as on any deletion."""
+        workspace_id = str(workspace.id)
+        accounts = [pool_account(workspace_id)] if workspace.has_pool else []
+        accounts += [
+            allocation_account(str(membership_id))
+            for membership_id in await repository.allocated_membership_ids(
+                db, workspace.id
+            )
+        ]
+        await self._refuse_running_work(accounts)
+        owner = user_account(str(workspace.owner_id))
+        for account in accounts:
+            await self._ledger.drain(
+                account,
+                owner,
+                f"Credits of deleted workspace {workspace.name}",
+                {"workspace_id": workspace_id},
+            )
+        await repository.delete_workspace(db, workspace.id)
+        log.info("workspace.deleted", workspace_id=workspace_id, reason="owner_deleted")
 
     async def _membership(
         self,

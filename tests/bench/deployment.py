@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,9 @@ class Deployment:
     # What the harness needs to call billing as an internal service.
     billing_address: str | None = None
     jwt_secret: str | None = None
+    # The environment the suite's processes were started with, for more
+    # processes of the same suite (the generation benchmark's workers).
+    environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def managed(self) -> bool:
@@ -108,18 +111,23 @@ def _suite_environment(database_url: str, google: FakeGoogle) -> dict[str, str]:
     )
 
 
-async def start_suite(stack: AsyncExitStack, log_dir: Path) -> Deployment:
-    """Start the services behind the benchmarked routes, then the gateway;
-    `stack` stops them and drops the database (children first) however the
-    run ends."""
+async def start_suite(
+    stack: AsyncExitStack,
+    log_dir: Path,
+    services: tuple[str, ...] = STARTED_SERVICES,
+    environment: Mapping[str, str] | None = None,
+) -> Deployment:
+    """Start `services`, then the gateway; `stack` stops them and drops the
+    database (children first) however the run ends. `environment` is laid
+    over the suite's own (provider addresses, a chosen gateway PORT)."""
     database_url, description = await stack.enter_async_context(_fresh_database())
     google = FakeGoogle(client_id=GOOGLE_CLIENT_ID)
     await google.start()
     stack.push_async_callback(google.stop)
-    env = _suite_environment(database_url, google)
+    env = {**_suite_environment(database_url, google), **(environment or {})}
 
     children = {}
-    for name in STARTED_SERVICES:
+    for name in services:
         module = f"services.{name}.main"
         await processes.run_to_completion(
             f"{name}-migrate", [module, "migrate"], env, log_dir
@@ -145,6 +153,7 @@ async def start_suite(stack: AsyncExitStack, log_dir: Path) -> Deployment:
         google,
         billing_address=env["BILLING_ADDRESS"],
         jwt_secret=env["JWT_SECRET"],
+        environment=env,
     )
 
 

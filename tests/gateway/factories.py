@@ -169,7 +169,7 @@ def assert_error(
     return body
 
 
-async def create_operator(settings: Settings) -> Operator:
+async def create_operator(settings: Settings, role: str = "superadmin") -> Operator:
     """An operator account written straight to the auth schema, the way
     `services.auth.main ensure-admin` does it."""
     operator = Operator(f"operator-{uuid.uuid4().hex[:10]}", "operator-password-1")
@@ -177,7 +177,7 @@ async def create_operator(settings: Settings) -> Operator:
     try:
         async with session_factory(engine).begin() as db:
             created = await service.ensure_admin(
-                db, PasswordHashing(), operator.username, operator.password
+                db, PasswordHashing(), operator.username, operator.password, role
             )
     finally:
         await engine.dispose()

@@ -124,6 +124,17 @@ class TestServiceConfig:
             "ListRevokedSessions",
             "LookupUsers",
             "GetProfile",
+            # Operators' requests (the admin service): reads, and changes
+            # keyed by the admin task that asks for them.
+            "ListUsers",
+            "GetUser",
+            "SetUserStatus",
+            "DeleteUserData",
+            "ListAdmins",
+            "CreateAdmin",
+            "UpdateAdmin",
+            # Signups by day for the admin dashboard (a read).
+            "SummarizeUsers",
         }
         assert {name["service"] for name in policy["name"]} == {AUTH_SERVICE}
         assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]

@@ -420,3 +420,50 @@ async def post_totals(db: AsyncSession, user_id: uuid.UUID) -> tuple[int, int]:
     ).where(CommunityPost.user_id == user_id)
     row = (await db.execute(statement)).one()
     return int(row[0]), int(row[1])
+
+
+# Moderation: every post, whether or not the feed would show it.
+
+
+@dataclass(frozen=True)
+class ModerationFilter:
+    post_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    search: str | None = None
+    nsfw_only: bool = False
+
+
+async def posts_for_moderation(
+    db: AsyncSession, found: ModerationFilter, after: Position | None, limit: int
+) -> list[CommunityPost]:
+    """Posts matching `found`, newest first, older than `after` when given."""
+    statement = select(CommunityPost)
+    if found.post_id is not None:
+        statement = statement.where(CommunityPost.id == found.post_id)
+    if found.user_id is not None:
+        statement = statement.where(CommunityPost.user_id == found.user_id)
+    if found.nsfw_only:
+        statement = statement.where(CommunityPost.is_nsfw.is_(True))
+    statement = _filtered(statement, FeedFilter(search=found.search))
+    if after is not None:
+        statement = statement.where(
+            tuple_(CommunityPost.published_at, CommunityPost.id)
+            < tuple_(
+                literal(after.published_at, DateTime(timezone=True)),
+                literal(after.id, CommunityPost.id.type),
+            )
+        )
+    statement = statement.order_by(
+        CommunityPost.published_at.desc(), CommunityPost.id.desc()
+    ).limit(limit)
+    return list(await db.scalars(statement))
+
+
+async def remove_post(db: AsyncSession, post_id: uuid.UUID) -> bool:
+    """Delete a post whoever published it (its likes go with it)."""
+    deleted = await db.scalar(
+        delete(CommunityPost)
+        .where(CommunityPost.id == post_id)
+        .returning(CommunityPost.id)
+    )
+    return deleted is not None

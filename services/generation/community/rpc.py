@@ -15,6 +15,8 @@ from omnihub.generation.v1 import community_pb2, community_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from libs.db import read_session_factory, session_factory
+from libs.errors import FeatureDisabled
+from libs.flags import COMMUNITY_GALLERY, FeatureFlags
 from libs.grpc.identity import Access, current_caller
 from libs.grpc.messages import timestamp
 from libs.grpc.server import ServiceDefinition
@@ -23,6 +25,7 @@ from services.generation.community.authors import Author, Authors
 from services.generation.community.service import (
     CommunityService,
     FeedQuery,
+    ModerationQuery,
     PostView,
     Publication,
     SharedView,
@@ -46,6 +49,8 @@ ACCESS = {
     "GetSharedGeneration": Access.PUBLIC,
     "ListFeatured": Access.PUBLIC,
     "GetUserStats": Access.USER,
+    "ListPostsForModeration": Access.SERVICE,
+    "ModeratePost": Access.SERVICE,
 }
 
 
@@ -63,12 +68,21 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
         authors: Authors,
         sessions: async_sessionmaker[AsyncSession],
         reads: async_sessionmaker[AsyncSession],
+        flags: FeatureFlags,
     ) -> None:
         self._service = service
         self._authors = authors
         self._sessions = sessions
         # Autocommit sessions for reads that lock nothing.
         self._reads = reads
+        self._flags = flags
+
+    def _require_gallery(self) -> None:
+        """The gallery (feed, posts, publishing, likes) is closed while the
+        operators' community_gallery flag is off; a user's own posts, their
+        deletion and share links stay open."""
+        if not self._flags.enabled(COMMUNITY_GALLERY):
+            raise FeatureDisabled("The community gallery is turned off right now.")
 
     async def _posts(self, views: list[PostView]) -> list[community_pb2.Post]:
         authors = await self._authors.of([str(view.post.user_id) for view in views])
@@ -79,6 +93,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def ListPosts(
         self, request: community_pb2.ListPostsRequest, context: Context
     ) -> community_pb2.ListPostsResponse:
+        self._require_gallery()
         query = FeedQuery(
             sort=request.sort,
             category=request.category,
@@ -100,6 +115,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def ListCategories(
         self, request: community_pb2.ListCategoriesRequest, context: Context
     ) -> community_pb2.ListCategoriesResponse:
+        self._require_gallery()
         async with self._reads() as db:
             counted = await self._service.categories(db)
         return community_pb2.ListCategoriesResponse(
@@ -112,6 +128,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def GetPost(
         self, request: community_pb2.GetPostRequest, context: Context
     ) -> community_pb2.GetPostResponse:
+        self._require_gallery()
         async with self._sessions.begin() as db:
             view = await self._service.view_post(db, request.id, _viewer_id())
         (post,) = await self._posts([view])
@@ -120,6 +137,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def ListFeatured(
         self, request: community_pb2.ListFeaturedRequest, context: Context
     ) -> community_pb2.ListFeaturedResponse:
+        self._require_gallery()
         async with self._reads() as db:
             views = await self._service.featured(db, request.page_size, _viewer_id())
         posts = await self._posts(views)
@@ -132,6 +150,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def PublishGeneration(
         self, request: community_pb2.PublishGenerationRequest, context: Context
     ) -> community_pb2.PublishGenerationResponse:
+        self._require_gallery()
         user_id = current_caller().user_id
         author = await self._authors.one(user_id)
         publication = Publication(
@@ -149,6 +168,7 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
     async def ToggleLike(
         self, request: community_pb2.ToggleLikeRequest, context: Context
     ) -> community_pb2.ToggleLikeResponse:
+        self._require_gallery()
         async with self._sessions.begin() as db:
             state = await self._service.toggle_like(
                 db, current_caller().user_id, request.post_id
@@ -229,6 +249,34 @@ class CommunityServicer(community_pb2_grpc.CommunityServiceServicer):
             likes_received=stats.likes_received,
         )
 
+    # Moderation (the admin service, for operators)
+
+    async def ListPostsForModeration(
+        self, request: community_pb2.ListPostsForModerationRequest, context: Context
+    ) -> community_pb2.ListPostsForModerationResponse:
+        query = ModerationQuery(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            post_id=request.post_id,
+            user_id=request.user_id,
+            search=request.search,
+            nsfw_only=request.nsfw_only,
+        )
+        async with self._reads() as db:
+            views, token = await self._service.moderation_page(db, query)
+        return community_pb2.ListPostsForModerationResponse(
+            posts=await self._posts(views), next_page_token=token
+        )
+
+    async def ModeratePost(
+        self, request: community_pb2.ModeratePostRequest, context: Context
+    ) -> community_pb2.ModeratePostResponse:
+        async with self._sessions.begin() as db:
+            removed = await self._service.moderate(
+                db, request.post_id, request.reason, request.actor
+            )
+        return community_pb2.ModeratePostResponse(removed=removed)
+
 
 def definition(servicer: CommunityServicer) -> ServiceDefinition:
     return ServiceDefinition(
@@ -241,13 +289,16 @@ def definition(servicer: CommunityServicer) -> ServiceDefinition:
     )
 
 
-def build(runtime: Runtime, engine: AsyncEngine) -> ServiceDefinition:
+def build(
+    runtime: Runtime, engine: AsyncEngine, flags: FeatureFlags
+) -> ServiceDefinition:
     """CommunityService as the generation process serves it."""
     servicer = CommunityServicer(
         CommunityService(),
         Authors(runtime.auth_stub(), runtime.upstreams),
         session_factory(engine),
         read_session_factory(engine),
+        flags,
     )
     return definition(servicer)
 

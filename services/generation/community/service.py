@@ -46,6 +46,11 @@ log = get_logger(__name__)
 DEFAULT_FEED_PAGE = 24
 MAX_FEED_PAGE = 100
 DEFAULT_MY_POSTS_PAGE = 50
+DEFAULT_MODERATION_PAGE = 50
+# What a moderation log line keeps of an operator's reason.
+MAX_REASON_LENGTH = 500
+# Matches no post: the filter of an id that cannot exist.
+NOTHING = uuid.UUID(int=0)
 DEFAULT_FEATURED = 8
 MAX_FEATURED = 24
 # The landing page prefers posts of the last month.
@@ -600,3 +605,68 @@ class CommunityService:
             published=published,
             likes_received=likes,
         )
+
+    # Moderation (operators, through the admin service)
+
+    async def moderation_page(
+        self, db: AsyncSession, query: ModerationQuery
+    ) -> tuple[list[PostView], str]:
+        """Every post matching the query, NSFW ones included, newest first,
+        and the next page's token."""
+        size = _page_size(query.page_size, DEFAULT_MODERATION_PAGE, MAX_FEED_PAGE)
+        after = (
+            _token_position(_decode_token(query.page_token))
+            if query.page_token
+            else None
+        )
+        posts = await repository.posts_for_moderation(
+            db, _moderation_filter(query), after, size + 1
+        )
+        more = len(posts) > size
+        token = _position_token(RankedPost(posts[size - 1], 0.0), {}) if more else ""
+        return [PostView(post, liked=False) for post in posts[:size]], token
+
+    async def moderate(
+        self, db: AsyncSession, post_id: str, reason: str, actor: str
+    ) -> bool:
+        """Take a post down; False when there is no such post (any more)."""
+        post = _uuid(post_id)
+        removed = post is not None and await repository.remove_post(db, post)
+        log.info(
+            "community.post_moderated",
+            post_id=post_id,
+            removed=removed,
+            actor=actor,
+            reason=reason[:MAX_REASON_LENGTH],
+        )
+        return removed
+
+
+@dataclass(frozen=True)
+class ModerationQuery:
+    page_size: int = 0
+    page_token: str = ""
+    post_id: str = ""
+    user_id: str = ""
+    search: str = ""
+    nsfw_only: bool = False
+
+
+def _moderation_filter(query: ModerationQuery) -> repository.ModerationFilter:
+    """The filters of a moderation listing; an id that cannot exist matches
+    nothing rather than being refused."""
+    search = query.search.strip()
+    if len(search) > MAX_SEARCH_LENGTH:
+        raise InvalidArgument.for_field(
+            "search", f"search has at most {MAX_SEARCH_LENGTH} characters."
+        )
+    post_id = _uuid(query.post_id) if query.post_id else None
+    user_id = _uuid(query.user_id) if query.user_id else None
+    if (query.post_id and post_id is None) or (query.user_id and user_id is None):
+        post_id = NOTHING
+    return repository.ModerationFilter(
+        post_id=post_id,
+        user_id=user_id,
+        search=search or None,
+        nsfw_only=query.nsfw_only,
+    )

@@ -143,6 +143,22 @@ class TestFailure:
         ]
         assert len(accepted) >= 1
 
+    async def test_fal_refusing_every_post_fails_the_job_and_releases(
+        self, api: GenerationApi
+    ) -> None:
+        user = await api.new_user(credits=5)
+        prompt = unique_prompt()
+        await api.fault("submit_500", prompt, times=10)
+
+        created = await api.create(user, prompt)
+        generation = await api.wait(user, created.generations[0].id, within=30)
+        await api.wait_settled(generation.id)
+
+        assert generation.status == "failed"
+        assert generation.error_type == "api_error"
+        assert await api.balance(user) == 5 * CREDIT
+        await api.fault("ok", prompt)
+
 
 class TestCancel:
     async def test_cancel_while_running_releases_and_cancels_at_fal(

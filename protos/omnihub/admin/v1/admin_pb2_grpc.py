@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.admin.v1 import admin_pb2 as omnihub_dot_admin_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,19 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
     """
 
     def __init__(self, channel):
@@ -35,16 +47,368 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetSettings = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/GetSettings',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSettings = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/UpdateSettings',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetPublicSettings = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/GetPublicSettings',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsResponse.FromString,
+                _registered_method=True)
+        self.ListFeatureFlags = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListFeatureFlags',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsResponse.FromString,
+                _registered_method=True)
+        self.SetFeatureFlag = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/SetFeatureFlag',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagResponse.FromString,
+                _registered_method=True)
+        self.GetFeatureFlags = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/GetFeatureFlags',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsResponse.FromString,
+                _registered_method=True)
+        self.ListAnnouncements = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListAnnouncements',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsResponse.FromString,
+                _registered_method=True)
+        self.CreateAnnouncement = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/CreateAnnouncement',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementResponse.FromString,
+                _registered_method=True)
+        self.UpdateAnnouncement = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/UpdateAnnouncement',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementResponse.FromString,
+                _registered_method=True)
+        self.DeleteAnnouncement = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/DeleteAnnouncement',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementResponse.FromString,
+                _registered_method=True)
+        self.ListPublicAnnouncements = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListPublicAnnouncements',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLogs = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListAuditLogs',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsResponse.FromString,
+                _registered_method=True)
+        self.RecordError = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/RecordError',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorResponse.FromString,
+                _registered_method=True)
+        self.ListErrorLogs = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListErrorLogs',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsResponse.FromString,
+                _registered_method=True)
+        self.ResolveError = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ResolveError',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorResponse.FromString,
+                _registered_method=True)
+        self.ListRateLimits = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/ListRateLimits',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetRateLimit = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/SetRateLimit',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitResponse.FromString,
+                _registered_method=True)
+        self.DeleteRateLimit = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/DeleteRateLimit',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitResponse.FromString,
+                _registered_method=True)
+        self.GetRateLimits = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/GetRateLimits',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsResponse.FromString,
+                _registered_method=True)
+        self.CheckRateLimit = channel.unary_unary(
+                '/omnihub.admin.v1.AdminService/CheckRateLimit',
+                request_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitRequest.SerializeToString,
+                response_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
     """
+
+    def GetSettings(self, request, context):
+        """Every setting with its type, description and current value (secrets
+        masked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSettings(self, request, context):
+        """Changes some settings (superadmin). All are validated before any is
+        changed; a value equal to the current one (or a secret's mask) is no
+        change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPublicSettings(self, request, context):
+        """The settings anyone may read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFeatureFlags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFeatureFlag(self, request, context):
+        """Turns a flag on or off, creating it if new (superadmin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeatureFlags(self, request, context):
+        """Internal: every flag's state, for the services' polling caches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnnouncements(self, request, context):
+        """Every announcement, live or not, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAnnouncement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAnnouncement(self, request, context):
+        """Changes the fields that are set (superadmin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAnnouncement(self, request, context):
+        """Deactivates an announcement; the row stays for the record (superadmin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPublicAnnouncements(self, request, context):
+        """Live announcements for the caller: audience "all" for anyone, also
+        "users" for a signed-in user; active, started and not expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditLogs(self, request, context):
+        """The audit trail, newest first, filtered, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordError(self, request, context):
+        """Internal: a service reports a provider or internal failure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListErrorLogs(self, request, context):
+        """The error log, newest first, filtered, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveError(self, request, context):
+        """Marks an error resolved (support or superadmin); again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRateLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRateLimit(self, request, context):
+        """Creates or replaces the rule of a subject (superadmin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRateLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRateLimits(self, request, context):
+        """Internal: every rule, for the gateway's polling cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckRateLimit(self, request, context):
+        """Internal: spends `cost` requests of a subject's allowance, shared by
+        every gateway replica (one PostgreSQL statement).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsResponse.SerializeToString,
+            ),
+            'UpdateSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSettings,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsResponse.SerializeToString,
+            ),
+            'GetPublicSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPublicSettings,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsResponse.SerializeToString,
+            ),
+            'ListFeatureFlags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeatureFlags,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsResponse.SerializeToString,
+            ),
+            'SetFeatureFlag': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFeatureFlag,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagResponse.SerializeToString,
+            ),
+            'GetFeatureFlags': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatureFlags,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsResponse.SerializeToString,
+            ),
+            'ListAnnouncements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnnouncements,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsResponse.SerializeToString,
+            ),
+            'CreateAnnouncement': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAnnouncement,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementResponse.SerializeToString,
+            ),
+            'UpdateAnnouncement': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAnnouncement,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementResponse.SerializeToString,
+            ),
+            'DeleteAnnouncement': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAnnouncement,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementResponse.SerializeToString,
+            ),
+            'ListPublicAnnouncements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPublicAnnouncements,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsResponse.SerializeToString,
+            ),
+            'ListAuditLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLogs,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsResponse.SerializeToString,
+            ),
+            'RecordError': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordError,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorResponse.SerializeToString,
+            ),
+            'ListErrorLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListErrorLogs,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsResponse.SerializeToString,
+            ),
+            'ResolveError': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveError,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorResponse.SerializeToString,
+            ),
+            'ListRateLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRateLimits,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsResponse.SerializeToString,
+            ),
+            'SetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateLimit,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitResponse.SerializeToString,
+            ),
+            'DeleteRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRateLimit,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitResponse.SerializeToString,
+            ),
+            'GetRateLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateLimits,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsResponse.SerializeToString,
+            ),
+            'CheckRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRateLimit,
+                    request_deserializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitRequest.FromString,
+                    response_serializer=omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.admin.v1.AdminService', rpc_method_handlers)
@@ -54,6 +418,557 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
     """
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/GetSettings',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/UpdateSettings',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPublicSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/GetPublicSettings',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetPublicSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeatureFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListFeatureFlags',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListFeatureFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFeatureFlag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/SetFeatureFlag',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.SetFeatureFlagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatureFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/GetFeatureFlags',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetFeatureFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnnouncements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListAnnouncements',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAnnouncementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAnnouncement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/CreateAnnouncement',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.CreateAnnouncementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAnnouncement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/UpdateAnnouncement',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.UpdateAnnouncementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAnnouncement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/DeleteAnnouncement',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteAnnouncementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPublicAnnouncements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListPublicAnnouncements',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListPublicAnnouncementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListAuditLogs',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListAuditLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/RecordError',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.RecordErrorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListErrorLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListErrorLogs',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListErrorLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ResolveError',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ResolveErrorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRateLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/ListRateLimits',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.ListRateLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/SetRateLimit',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.SetRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/DeleteRateLimit',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.DeleteRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/GetRateLimits',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.GetRateLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.admin.v1.AdminService/CheckRateLimit',
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitRequest.SerializeToString,
+            omnihub_dot_admin_dot_v1_dot_admin__pb2.CheckRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.admin.v1 import admin_pb2 as _admin_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,314 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
+    GetSettings: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetSettingsRequest, _admin_pb2.GetSettingsResponse]
+    """Every setting with its type, description and current value (secrets
+    masked).
+    """
+    UpdateSettings: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateSettingsRequest, _admin_pb2.UpdateSettingsResponse]
+    """Changes some settings (superadmin). All are validated before any is
+    changed; a value equal to the current one (or a secret's mask) is no
+    change.
+    """
+    GetPublicSettings: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPublicSettingsRequest, _admin_pb2.GetPublicSettingsResponse]
+    """The settings anyone may read."""
+    ListFeatureFlags: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListFeatureFlagsRequest, _admin_pb2.ListFeatureFlagsResponse]
+    SetFeatureFlag: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetFeatureFlagRequest, _admin_pb2.SetFeatureFlagResponse]
+    """Turns a flag on or off, creating it if new (superadmin)."""
+    GetFeatureFlags: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetFeatureFlagsRequest, _admin_pb2.GetFeatureFlagsResponse]
+    """Internal: every flag's state, for the services' polling caches."""
+    ListAnnouncements: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAnnouncementsRequest, _admin_pb2.ListAnnouncementsResponse]
+    """Every announcement, live or not, newest first."""
+    CreateAnnouncement: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateAnnouncementRequest, _admin_pb2.CreateAnnouncementResponse]
+    UpdateAnnouncement: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateAnnouncementRequest, _admin_pb2.UpdateAnnouncementResponse]
+    """Changes the fields that are set (superadmin)."""
+    DeleteAnnouncement: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAnnouncementRequest, _admin_pb2.DeleteAnnouncementResponse]
+    """Deactivates an announcement; the row stays for the record (superadmin)."""
+    ListPublicAnnouncements: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPublicAnnouncementsRequest, _admin_pb2.ListPublicAnnouncementsResponse]
+    """Live announcements for the caller: audience "all" for anyone, also
+    "users" for a signed-in user; active, started and not expired.
+    """
+    ListAuditLogs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogsRequest, _admin_pb2.ListAuditLogsResponse]
+    """The audit trail, newest first, filtered, cursor-paginated."""
+    RecordError: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RecordErrorRequest, _admin_pb2.RecordErrorResponse]
+    """Internal: a service reports a provider or internal failure."""
+    ListErrorLogs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListErrorLogsRequest, _admin_pb2.ListErrorLogsResponse]
+    """The error log, newest first, filtered, cursor-paginated."""
+    ResolveError: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResolveErrorRequest, _admin_pb2.ResolveErrorResponse]
+    """Marks an error resolved (support or superadmin); again changes nothing."""
+    ListRateLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRateLimitsRequest, _admin_pb2.ListRateLimitsResponse]
+    SetRateLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitRequest, _admin_pb2.SetRateLimitResponse]
+    """Creates or replaces the rule of a subject (superadmin)."""
+    DeleteRateLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteRateLimitRequest, _admin_pb2.DeleteRateLimitResponse]
+    GetRateLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRateLimitsRequest, _admin_pb2.GetRateLimitsResponse]
+    """Internal: every rule, for the gateway's polling cache."""
+    CheckRateLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CheckRateLimitRequest, _admin_pb2.CheckRateLimitResponse]
+    """Internal: spends `cost` requests of a subject's allowance, shared by
+    every gateway replica (one PostgreSQL statement).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-
-class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The admin service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    GetSettings: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetSettingsRequest, _admin_pb2.GetSettingsResponse]  # type: ignore[assignment]
+    """Every setting with its type, description and current value (secrets
+    masked).
+    """
+    UpdateSettings: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateSettingsRequest, _admin_pb2.UpdateSettingsResponse]  # type: ignore[assignment]
+    """Changes some settings (superadmin). All are validated before any is
+    changed; a value equal to the current one (or a secret's mask) is no
+    change.
+    """
+    GetPublicSettings: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPublicSettingsRequest, _admin_pb2.GetPublicSettingsResponse]  # type: ignore[assignment]
+    """The settings anyone may read."""
+    ListFeatureFlags: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListFeatureFlagsRequest, _admin_pb2.ListFeatureFlagsResponse]  # type: ignore[assignment]
+    SetFeatureFlag: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetFeatureFlagRequest, _admin_pb2.SetFeatureFlagResponse]  # type: ignore[assignment]
+    """Turns a flag on or off, creating it if new (superadmin)."""
+    GetFeatureFlags: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetFeatureFlagsRequest, _admin_pb2.GetFeatureFlagsResponse]  # type: ignore[assignment]
+    """Internal: every flag's state, for the services' polling caches."""
+    ListAnnouncements: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAnnouncementsRequest, _admin_pb2.ListAnnouncementsResponse]  # type: ignore[assignment]
+    """Every announcement, live or not, newest first."""
+    CreateAnnouncement: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateAnnouncementRequest, _admin_pb2.CreateAnnouncementResponse]  # type: ignore[assignment]
+    UpdateAnnouncement: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateAnnouncementRequest, _admin_pb2.UpdateAnnouncementResponse]  # type: ignore[assignment]
+    """Changes the fields that are set (superadmin)."""
+    DeleteAnnouncement: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAnnouncementRequest, _admin_pb2.DeleteAnnouncementResponse]  # type: ignore[assignment]
+    """Deactivates an announcement; the row stays for the record (superadmin)."""
+    ListPublicAnnouncements: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPublicAnnouncementsRequest, _admin_pb2.ListPublicAnnouncementsResponse]  # type: ignore[assignment]
+    """Live announcements for the caller: audience "all" for anyone, also
+    "users" for a signed-in user; active, started and not expired.
+    """
+    ListAuditLogs: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditLogsRequest, _admin_pb2.ListAuditLogsResponse]  # type: ignore[assignment]
+    """The audit trail, newest first, filtered, cursor-paginated."""
+    RecordError: _aio.UnaryUnaryMultiCallable[_admin_pb2.RecordErrorRequest, _admin_pb2.RecordErrorResponse]  # type: ignore[assignment]
+    """Internal: a service reports a provider or internal failure."""
+    ListErrorLogs: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListErrorLogsRequest, _admin_pb2.ListErrorLogsResponse]  # type: ignore[assignment]
+    """The error log, newest first, filtered, cursor-paginated."""
+    ResolveError: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResolveErrorRequest, _admin_pb2.ResolveErrorResponse]  # type: ignore[assignment]
+    """Marks an error resolved (support or superadmin); again changes nothing."""
+    ListRateLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRateLimitsRequest, _admin_pb2.ListRateLimitsResponse]  # type: ignore[assignment]
+    SetRateLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRateLimitRequest, _admin_pb2.SetRateLimitResponse]  # type: ignore[assignment]
+    """Creates or replaces the rule of a subject (superadmin)."""
+    DeleteRateLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteRateLimitRequest, _admin_pb2.DeleteRateLimitResponse]  # type: ignore[assignment]
+    GetRateLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRateLimitsRequest, _admin_pb2.GetRateLimitsResponse]  # type: ignore[assignment]
+    """Internal: every rule, for the gateway's polling cache."""
+    CheckRateLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.CheckRateLimitRequest, _admin_pb2.CheckRateLimitResponse]  # type: ignore[assignment]
+    """Internal: spends `cost` requests of a subject's allowance, shared by
+    every gateway replica (one PostgreSQL statement).
     """
 
-    ...
+class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The operators' core area: platform settings, feature flags, announcements,
+    the audit trail, the error log and rate-limit rules.
+
+    Operator methods take an ADMIN token; roles decide what it may change
+    (viewer: nothing; support: resolve errors; superadmin: everything here).
+    The gateway passes the operator's client address as `x-client-address`
+    metadata and the request id as `x-request-id`; every change writes an
+    audit entry with both, in the transaction that makes it. Settings owned by
+    the catalog (prices) or billing (sign-up credits) are changed by asking
+    that service, through an admin task written with the audit entry.
+
+    Services poll GetFeatureFlags and the gateway GetRateLimits; neither is
+    ever on a request's path (see libs/flags.py).
+    """
+
+    @_abc_1.abstractmethod
+    def GetSettings(
+        self,
+        request: _admin_pb2.GetSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetSettingsResponse, _abc.Awaitable[_admin_pb2.GetSettingsResponse]]:
+        """Every setting with its type, description and current value (secrets
+        masked).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateSettings(
+        self,
+        request: _admin_pb2.UpdateSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UpdateSettingsResponse, _abc.Awaitable[_admin_pb2.UpdateSettingsResponse]]:
+        """Changes some settings (superadmin). All are validated before any is
+        changed; a value equal to the current one (or a secret's mask) is no
+        change.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPublicSettings(
+        self,
+        request: _admin_pb2.GetPublicSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetPublicSettingsResponse, _abc.Awaitable[_admin_pb2.GetPublicSettingsResponse]]:
+        """The settings anyone may read."""
+
+    @_abc_1.abstractmethod
+    def ListFeatureFlags(
+        self,
+        request: _admin_pb2.ListFeatureFlagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListFeatureFlagsResponse, _abc.Awaitable[_admin_pb2.ListFeatureFlagsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetFeatureFlag(
+        self,
+        request: _admin_pb2.SetFeatureFlagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetFeatureFlagResponse, _abc.Awaitable[_admin_pb2.SetFeatureFlagResponse]]:
+        """Turns a flag on or off, creating it if new (superadmin)."""
+
+    @_abc_1.abstractmethod
+    def GetFeatureFlags(
+        self,
+        request: _admin_pb2.GetFeatureFlagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetFeatureFlagsResponse, _abc.Awaitable[_admin_pb2.GetFeatureFlagsResponse]]:
+        """Internal: every flag's state, for the services' polling caches."""
+
+    @_abc_1.abstractmethod
+    def ListAnnouncements(
+        self,
+        request: _admin_pb2.ListAnnouncementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAnnouncementsResponse, _abc.Awaitable[_admin_pb2.ListAnnouncementsResponse]]:
+        """Every announcement, live or not, newest first."""
+
+    @_abc_1.abstractmethod
+    def CreateAnnouncement(
+        self,
+        request: _admin_pb2.CreateAnnouncementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateAnnouncementResponse, _abc.Awaitable[_admin_pb2.CreateAnnouncementResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAnnouncement(
+        self,
+        request: _admin_pb2.UpdateAnnouncementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UpdateAnnouncementResponse, _abc.Awaitable[_admin_pb2.UpdateAnnouncementResponse]]:
+        """Changes the fields that are set (superadmin)."""
+
+    @_abc_1.abstractmethod
+    def DeleteAnnouncement(
+        self,
+        request: _admin_pb2.DeleteAnnouncementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteAnnouncementResponse, _abc.Awaitable[_admin_pb2.DeleteAnnouncementResponse]]:
+        """Deactivates an announcement; the row stays for the record (superadmin)."""
+
+    @_abc_1.abstractmethod
+    def ListPublicAnnouncements(
+        self,
+        request: _admin_pb2.ListPublicAnnouncementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListPublicAnnouncementsResponse, _abc.Awaitable[_admin_pb2.ListPublicAnnouncementsResponse]]:
+        """Live announcements for the caller: audience "all" for anyone, also
+        "users" for a signed-in user; active, started and not expired.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditLogs(
+        self,
+        request: _admin_pb2.ListAuditLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditLogsResponse, _abc.Awaitable[_admin_pb2.ListAuditLogsResponse]]:
+        """The audit trail, newest first, filtered, cursor-paginated."""
+
+    @_abc_1.abstractmethod
+    def RecordError(
+        self,
+        request: _admin_pb2.RecordErrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RecordErrorResponse, _abc.Awaitable[_admin_pb2.RecordErrorResponse]]:
+        """Internal: a service reports a provider or internal failure."""
+
+    @_abc_1.abstractmethod
+    def ListErrorLogs(
+        self,
+        request: _admin_pb2.ListErrorLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListErrorLogsResponse, _abc.Awaitable[_admin_pb2.ListErrorLogsResponse]]:
+        """The error log, newest first, filtered, cursor-paginated."""
+
+    @_abc_1.abstractmethod
+    def ResolveError(
+        self,
+        request: _admin_pb2.ResolveErrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResolveErrorResponse, _abc.Awaitable[_admin_pb2.ResolveErrorResponse]]:
+        """Marks an error resolved (support or superadmin); again changes nothing."""
+
+    @_abc_1.abstractmethod
+    def ListRateLimits(
+        self,
+        request: _admin_pb2.ListRateLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListRateLimitsResponse, _abc.Awaitable[_admin_pb2.ListRateLimitsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetRateLimit(
+        self,
+        request: _admin_pb2.SetRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetRateLimitResponse, _abc.Awaitable[_admin_pb2.SetRateLimitResponse]]:
+        """Creates or replaces the rule of a subject (superadmin)."""
+
+    @_abc_1.abstractmethod
+    def DeleteRateLimit(
+        self,
+        request: _admin_pb2.DeleteRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteRateLimitResponse, _abc.Awaitable[_admin_pb2.DeleteRateLimitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetRateLimits(
+        self,
+        request: _admin_pb2.GetRateLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetRateLimitsResponse, _abc.Awaitable[_admin_pb2.GetRateLimitsResponse]]:
+        """Internal: every rule, for the gateway's polling cache."""
+
+    @_abc_1.abstractmethod
+    def CheckRateLimit(
+        self,
+        request: _admin_pb2.CheckRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CheckRateLimitResponse, _abc.Awaitable[_admin_pb2.CheckRateLimitResponse]]:
+        """Internal: spends `cost` requests of a subject's allowance, shared by
+        every gateway replica (one PostgreSQL statement).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

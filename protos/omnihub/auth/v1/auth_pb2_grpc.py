@@ -112,6 +112,51 @@ class AuthServiceStub:
                 request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.SerializeToString,
                 response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.FromString,
                 _registered_method=True)
+        self.SummarizeUsers = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/SummarizeUsers',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersResponse.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/ListUsers',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/GetUser',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserResponse.FromString,
+                _registered_method=True)
+        self.SetUserStatus = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/SetUserStatus',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusResponse.FromString,
+                _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/DeleteUserData',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
+        self.ListAdmins = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/ListAdmins',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsResponse.FromString,
+                _registered_method=True)
+        self.CreateAdmin = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/CreateAdmin',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminResponse.FromString,
+                _registered_method=True)
+        self.UpdateAdmin = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/UpdateAdmin',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminResponse.FromString,
+                _registered_method=True)
+        self.ChangeAdminPassword = channel.unary_unary(
+                '/omnihub.auth.v1.AuthService/ChangeAdminPassword',
+                request_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordRequest.SerializeToString,
+                response_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -229,6 +274,86 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeUsers(self, request, context):
+        """Internal (the admin service's figures): how many accounts there are, the
+        sign-ups of a range per hour or day, and how many users were active
+        lately. A user is active while one of their sessions is opened or
+        refreshed (sessions.last_used_at), which a signed-in client does at
+        least every access-token lifetime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Operators' user management, called by the admin service. Requests that
+        change something carry the admin task's id as their idempotency key: a
+        retry answers the first reply and changes nothing again.
+
+        Internal: accounts, newest first, searched and filtered for operators.
+        Never a password hash or a token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """Internal: one account as an operator sees it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserStatus(self, request, context):
+        """Internal: active, suspended or banned. Suspending or banning revokes
+        every session of the user at once, and sign-in, Google sign-in and
+        refresh are refused while the status lasts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """Internal: anonymises the account (e-mail deleted-<id>@deleted.invalid,
+        profile cleared, password and Google link removed, status `deleted`)
+        and revokes its sessions; nobody can sign in to it again. Running it
+        again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdmins(self, request, context):
+        """Internal: operator accounts, by username.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAdmin(self, request, context):
+        """Internal: a new operator account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAdmin(self, request, context):
+        """Internal: changes an operator's role or disables them; either revokes
+        their sessions, so that the next sign-in carries the new role. The last
+        enabled superadmin cannot be demoted or disabled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeAdminPassword(self, request, context):
+        """Operator: changes the caller's own password (the current one is
+        required) and ends their other sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +431,51 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListRevokedSessions,
                     request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.FromString,
                     response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.SerializeToString,
+            ),
+            'SummarizeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeUsers,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserResponse.SerializeToString,
+            ),
+            'SetUserStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserStatus,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ListAdmins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdmins,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsResponse.SerializeToString,
+            ),
+            'CreateAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAdmin,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminResponse.SerializeToString,
+            ),
+            'UpdateAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAdmin,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminResponse.SerializeToString,
+            ),
+            'ChangeAdminPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeAdminPassword,
+                    request_deserializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordRequest.FromString,
+                    response_serializer=omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -716,6 +886,249 @@ class AuthService:
             '/omnihub.auth.v1.AuthService/ListRevokedSessions',
             omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsRequest.SerializeToString,
             omnihub_dot_auth_dot_v1_dot_auth__pb2.ListRevokedSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/SummarizeUsers',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.SummarizeUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/ListUsers',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/GetUser',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/SetUserStatus',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.SetUserStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/DeleteUserData',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdmins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/ListAdmins',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ListAdminsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/CreateAdmin',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.CreateAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/UpdateAdmin',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.UpdateAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeAdminPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.auth.v1.AuthService/ChangeAdminPassword',
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordRequest.SerializeToString,
+            omnihub_dot_auth_dot_v1_dot_auth__pb2.ChangeAdminPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

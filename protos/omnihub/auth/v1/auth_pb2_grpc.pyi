@@ -73,6 +73,47 @@ class AuthServiceStub:
     """Internal: sessions revoked since a moment. Every process polls this to
     refuse access tokens of ended sessions (see libs/revocation.py).
     """
+    SummarizeUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SummarizeUsersRequest, _auth_pb2.SummarizeUsersResponse]
+    """Internal (the admin service's figures): how many accounts there are, the
+    sign-ups of a range per hour or day, and how many users were active
+    lately. A user is active while one of their sessions is opened or
+    refreshed (sessions.last_used_at), which a signed-in client does at
+    least every access-token lifetime.
+    """
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]
+    """Operators' user management, called by the admin service. Requests that
+    change something carry the admin task's id as their idempotency key: a
+    retry answers the first reply and changes nothing again.
+
+    Internal: accounts, newest first, searched and filtered for operators.
+    Never a password hash or a token.
+    """
+    GetUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUserRequest, _auth_pb2.GetUserResponse]
+    """Internal: one account as an operator sees it."""
+    SetUserStatus: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetUserStatusRequest, _auth_pb2.SetUserStatusResponse]
+    """Internal: active, suspended or banned. Suspending or banning revokes
+    every session of the user at once, and sign-in, Google sign-in and
+    refresh are refused while the status lasts.
+    """
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeleteUserDataRequest, _auth_pb2.DeleteUserDataResponse]
+    """Internal: anonymises the account (e-mail deleted-<id>@deleted.invalid,
+    profile cleared, password and Google link removed, status `deleted`)
+    and revokes its sessions; nobody can sign in to it again. Running it
+    again changes nothing.
+    """
+    ListAdmins: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListAdminsRequest, _auth_pb2.ListAdminsResponse]
+    """Internal: operator accounts, by username."""
+    CreateAdmin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CreateAdminRequest, _auth_pb2.CreateAdminResponse]
+    """Internal: a new operator account."""
+    UpdateAdmin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.UpdateAdminRequest, _auth_pb2.UpdateAdminResponse]
+    """Internal: changes an operator's role or disables them; either revokes
+    their sessions, so that the next sign-in carries the new role. The last
+    enabled superadmin cannot be demoted or disabled.
+    """
+    ChangeAdminPassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ChangeAdminPasswordRequest, _auth_pb2.ChangeAdminPasswordResponse]
+    """Operator: changes the caller's own password (the current one is
+    required) and ends their other sessions.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -118,6 +159,47 @@ class AuthServiceAsyncStub(AuthServiceStub):
     ListRevokedSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRevokedSessionsRequest, _auth_pb2.ListRevokedSessionsResponse]  # type: ignore[assignment]
     """Internal: sessions revoked since a moment. Every process polls this to
     refuse access tokens of ended sessions (see libs/revocation.py).
+    """
+    SummarizeUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.SummarizeUsersRequest, _auth_pb2.SummarizeUsersResponse]  # type: ignore[assignment]
+    """Internal (the admin service's figures): how many accounts there are, the
+    sign-ups of a range per hour or day, and how many users were active
+    lately. A user is active while one of their sessions is opened or
+    refreshed (sessions.last_used_at), which a signed-in client does at
+    least every access-token lifetime.
+    """
+    ListUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """Operators' user management, called by the admin service. Requests that
+    change something carry the admin task's id as their idempotency key: a
+    retry answers the first reply and changes nothing again.
+
+    Internal: accounts, newest first, searched and filtered for operators.
+    Never a password hash or a token.
+    """
+    GetUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUserRequest, _auth_pb2.GetUserResponse]  # type: ignore[assignment]
+    """Internal: one account as an operator sees it."""
+    SetUserStatus: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetUserStatusRequest, _auth_pb2.SetUserStatusResponse]  # type: ignore[assignment]
+    """Internal: active, suspended or banned. Suspending or banning revokes
+    every session of the user at once, and sign-in, Google sign-in and
+    refresh are refused while the status lasts.
+    """
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeleteUserDataRequest, _auth_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Internal: anonymises the account (e-mail deleted-<id>@deleted.invalid,
+    profile cleared, password and Google link removed, status `deleted`)
+    and revokes its sessions; nobody can sign in to it again. Running it
+    again changes nothing.
+    """
+    ListAdmins: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListAdminsRequest, _auth_pb2.ListAdminsResponse]  # type: ignore[assignment]
+    """Internal: operator accounts, by username."""
+    CreateAdmin: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateAdminRequest, _auth_pb2.CreateAdminResponse]  # type: ignore[assignment]
+    """Internal: a new operator account."""
+    UpdateAdmin: _aio.UnaryUnaryMultiCallable[_auth_pb2.UpdateAdminRequest, _auth_pb2.UpdateAdminResponse]  # type: ignore[assignment]
+    """Internal: changes an operator's role or disables them; either revokes
+    their sessions, so that the next sign-in carries the new role. The last
+    enabled superadmin cannot be demoted or disabled.
+    """
+    ChangeAdminPassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ChangeAdminPasswordRequest, _auth_pb2.ChangeAdminPasswordResponse]  # type: ignore[assignment]
+    """Operator: changes the caller's own password (the current one is
+    required) and ends their other sessions.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -251,6 +333,101 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.ListRevokedSessionsResponse, _abc.Awaitable[_auth_pb2.ListRevokedSessionsResponse]]:
         """Internal: sessions revoked since a moment. Every process polls this to
         refuse access tokens of ended sessions (see libs/revocation.py).
+        """
+
+    @_abc_1.abstractmethod
+    def SummarizeUsers(
+        self,
+        request: _auth_pb2.SummarizeUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.SummarizeUsersResponse, _abc.Awaitable[_auth_pb2.SummarizeUsersResponse]]:
+        """Internal (the admin service's figures): how many accounts there are, the
+        sign-ups of a range per hour or day, and how many users were active
+        lately. A user is active while one of their sessions is opened or
+        refreshed (sessions.last_used_at), which a signed-in client does at
+        least every access-token lifetime.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _auth_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListUsersResponse, _abc.Awaitable[_auth_pb2.ListUsersResponse]]:
+        """Operators' user management, called by the admin service. Requests that
+        change something carry the admin task's id as their idempotency key: a
+        retry answers the first reply and changes nothing again.
+
+        Internal: accounts, newest first, searched and filtered for operators.
+        Never a password hash or a token.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUser(
+        self,
+        request: _auth_pb2.GetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetUserResponse, _abc.Awaitable[_auth_pb2.GetUserResponse]]:
+        """Internal: one account as an operator sees it."""
+
+    @_abc_1.abstractmethod
+    def SetUserStatus(
+        self,
+        request: _auth_pb2.SetUserStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.SetUserStatusResponse, _abc.Awaitable[_auth_pb2.SetUserStatusResponse]]:
+        """Internal: active, suspended or banned. Suspending or banning revokes
+        every session of the user at once, and sign-in, Google sign-in and
+        refresh are refused while the status lasts.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _auth_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.DeleteUserDataResponse, _abc.Awaitable[_auth_pb2.DeleteUserDataResponse]]:
+        """Internal: anonymises the account (e-mail deleted-<id>@deleted.invalid,
+        profile cleared, password and Google link removed, status `deleted`)
+        and revokes its sessions; nobody can sign in to it again. Running it
+        again changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAdmins(
+        self,
+        request: _auth_pb2.ListAdminsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListAdminsResponse, _abc.Awaitable[_auth_pb2.ListAdminsResponse]]:
+        """Internal: operator accounts, by username."""
+
+    @_abc_1.abstractmethod
+    def CreateAdmin(
+        self,
+        request: _auth_pb2.CreateAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.CreateAdminResponse, _abc.Awaitable[_auth_pb2.CreateAdminResponse]]:
+        """Internal: a new operator account."""
+
+    @_abc_1.abstractmethod
+    def UpdateAdmin(
+        self,
+        request: _auth_pb2.UpdateAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.UpdateAdminResponse, _abc.Awaitable[_auth_pb2.UpdateAdminResponse]]:
+        """Internal: changes an operator's role or disables them; either revokes
+        their sessions, so that the next sign-in carries the new role. The last
+        enabled superadmin cannot be demoted or disabled.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeAdminPassword(
+        self,
+        request: _auth_pb2.ChangeAdminPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ChangeAdminPasswordResponse, _abc.Awaitable[_auth_pb2.ChangeAdminPasswordResponse]]:
+        """Operator: changes the caller's own password (the current one is
+        required) and ends their other sessions.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -719,6 +719,7 @@ class Plan(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     IS_POPULAR_FIELD_NUMBER: _builtins.int
     DISPLAY_ORDER_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     price_monthly: _builtins.int
@@ -727,6 +728,8 @@ class Plan(_message.Message):
     credits_per_month: _builtins.int
     is_popular: _builtins.bool
     display_order: _builtins.int
+    active: _builtins.bool
+    """An inactive plan is neither listed publicly nor sold."""
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -740,10 +743,11 @@ class Plan(_message.Message):
         features: _abc.Iterable[_builtins.str] | None = ...,
         is_popular: _builtins.bool = ...,
         display_order: _builtins.int = ...,
+        active: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits_per_month", b"credits_per_month", "display_order", b"display_order", "features", b"features", "id", b"id", "is_popular", b"is_popular", "name", b"name", "price_monthly", b"price_monthly", "price_yearly", b"price_yearly"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "credits_per_month", b"credits_per_month", "display_order", b"display_order", "features", b"features", "id", b"id", "is_popular", b"is_popular", "name", b"name", "price_monthly", b"price_monthly", "price_yearly", b"price_yearly"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -753,12 +757,17 @@ Global___Plan: _TypeAlias = Plan  # noqa: Y015
 class ListPlansRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    include_inactive: _builtins.bool
+    """Inactive plans too; honoured for OmniHub services only."""
     def __init__(
         self,
+        *,
+        include_inactive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_inactive", b"include_inactive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -970,6 +979,7 @@ class Payment(_message.Message):
     CREDITS_MICROS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     order_id: _builtins.str
     payment_id: _builtins.str
@@ -980,6 +990,8 @@ class Payment(_message.Message):
     currency: _builtins.str
     status: _builtins.str
     credits_micros: _builtins.int
+    user_id: _builtins.str
+    """Whose payment it is."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -999,10 +1011,11 @@ class Payment(_message.Message):
         credits_micros: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_cycle", b"billing_cycle", "completed_at", b"completed_at", "created_at", b"created_at", "credits_micros", b"credits_micros", "currency", b"currency", "id", b"id", "order_id", b"order_id", "payment_id", b"payment_id", "plan_id", b"plan_id", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_cycle", b"billing_cycle", "completed_at", b"completed_at", "created_at", b"created_at", "credits_micros", b"credits_micros", "currency", b"currency", "id", b"id", "order_id", b"order_id", "payment_id", b"payment_id", "plan_id", b"plan_id", "status", b"status", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1128,6 +1141,95 @@ class GetBillingSettingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetBillingSettingsResponse: _TypeAlias = GetBillingSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBillingSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNUP_CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_PAISE_FIELD_NUMBER: _builtins.int
+    signup_credits_micros: _builtins.int
+    credit_price_paise: _builtins.int
+    def __init__(
+        self,
+        *,
+        signup_credits_micros: _builtins.int | None = ...,
+        credit_price_paise: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_credit_price_paise", b"_credit_price_paise", "_signup_credits_micros", b"_signup_credits_micros", "credit_price_paise", b"credit_price_paise", "signup_credits_micros", b"signup_credits_micros"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_credit_price_paise", b"_credit_price_paise", "_signup_credits_micros", b"_signup_credits_micros", "credit_price_paise", b"credit_price_paise", "signup_credits_micros", b"signup_credits_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__credit_price_paise: _TypeAlias = _typing.Literal["credit_price_paise"]  # noqa: Y015
+    _WhichOneofArgType__credit_price_paise: _TypeAlias = _typing.Literal["_credit_price_paise", b"_credit_price_paise"]  # noqa: Y015
+    _WhichOneofReturnType__signup_credits_micros: _TypeAlias = _typing.Literal["signup_credits_micros"]  # noqa: Y015
+    _WhichOneofArgType__signup_credits_micros: _TypeAlias = _typing.Literal["_signup_credits_micros", b"_signup_credits_micros"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__credit_price_paise) -> _WhichOneofReturnType__credit_price_paise | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__signup_credits_micros) -> _WhichOneofReturnType__signup_credits_micros | None: ...
+
+Global___UpdateBillingSettingsRequest: _TypeAlias = UpdateBillingSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBillingSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNUP_CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    CREDIT_PRICE_PAISE_FIELD_NUMBER: _builtins.int
+    signup_credits_micros: _builtins.int
+    credit_price_paise: _builtins.int
+    def __init__(
+        self,
+        *,
+        signup_credits_micros: _builtins.int = ...,
+        credit_price_paise: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_price_paise", b"credit_price_paise", "signup_credits_micros", b"signup_credits_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBillingSettingsResponse: _TypeAlias = UpdateBillingSettingsResponse  # noqa: Y015
+
+@_typing.final
+class GetActivePlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivePlanRequest: _TypeAlias = GetActivePlanRequest  # noqa: Y015
+
+@_typing.final
+class GetActivePlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivePlanResponse: _TypeAlias = GetActivePlanResponse  # noqa: Y015
 
 @_typing.final
 class SimulateCheckoutRequest(_message.Message):
@@ -1344,3 +1446,593 @@ class SummarizeUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummarizeUsageResponse: _TypeAlias = SummarizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataRequest: _TypeAlias = DeleteUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_HOLDS_FIELD_NUMBER: _builtins.int
+    RELEASED_MICROS_FIELD_NUMBER: _builtins.int
+    released_holds: _builtins.int
+    released_micros: _builtins.int
+    def __init__(
+        self,
+        *,
+        released_holds: _builtins.int = ...,
+        released_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released_holds", b"released_holds", "released_micros", b"released_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeRevenueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    """"hour" or "day" (the default), in UTC."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """From start (inclusive) to end (exclusive)."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        bucket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeRevenueRequest: _TypeAlias = SummarizeRevenueRequest  # noqa: Y015
+
+@_typing.final
+class RevenueBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    amount: _builtins.int
+    """Completed payments, by completion time, in the currency's smallest
+    unit (paise).
+    """
+    payments: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The first moment of the hour or day."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        payments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "payments", b"payments", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevenueBucket: _TypeAlias = RevenueBucket  # noqa: Y015
+
+@_typing.final
+class CreditFlowBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    PURCHASED_MICROS_FIELD_NUMBER: _builtins.int
+    GRANTED_MICROS_FIELD_NUMBER: _builtins.int
+    REFUNDED_MICROS_FIELD_NUMBER: _builtins.int
+    ADJUSTED_MICROS_FIELD_NUMBER: _builtins.int
+    purchased_micros: _builtins.int
+    """Micro-credits that entered accounts through purchases (payments),
+    grants (sign-up, promotions) and refunds, and operators' corrections
+    (signed), by ledger entry time.
+    """
+    granted_micros: _builtins.int
+    refunded_micros: _builtins.int
+    adjusted_micros: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        purchased_micros: _builtins.int = ...,
+        granted_micros: _builtins.int = ...,
+        refunded_micros: _builtins.int = ...,
+        adjusted_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted_micros", b"adjusted_micros", "granted_micros", b"granted_micros", "purchased_micros", b"purchased_micros", "refunded_micros", b"refunded_micros", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditFlowBucket: _TypeAlias = CreditFlowBucket  # noqa: Y015
+
+@_typing.final
+class SpendBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    USAGE_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SPENT_MICROS_FIELD_NUMBER: _builtins.int
+    usage_type: _builtins.str
+    """The hold's usage_type tag (image, video, upscale, chat, enhance), or
+    empty when it had none.
+    """
+    count: _builtins.int
+    spent_micros: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The hour or day the holds were captured in."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        usage_type: _builtins.str = ...,
+        count: _builtins.int = ...,
+        spent_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "spent_micros", b"spent_micros", "start", b"start", "usage_type", b"usage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendBucket: _TypeAlias = SpendBucket  # noqa: Y015
+
+@_typing.final
+class CurrencyAmount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    amount: _builtins.int
+    payments: _builtins.int
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        payments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyAmount: _TypeAlias = CurrencyAmount  # noqa: Y015
+
+@_typing.final
+class UsageTypeSpend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SPENT_MICROS_FIELD_NUMBER: _builtins.int
+    usage_type: _builtins.str
+    count: _builtins.int
+    spent_micros: _builtins.int
+    def __init__(
+        self,
+        *,
+        usage_type: _builtins.str = ...,
+        count: _builtins.int = ...,
+        spent_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "spent_micros", b"spent_micros", "usage_type", b"usage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageTypeSpend: _TypeAlias = UsageTypeSpend  # noqa: Y015
+
+@_typing.final
+class SummarizeRevenueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVENUE_BUCKETS_FIELD_NUMBER: _builtins.int
+    CREDIT_FLOW_BUCKETS_FIELD_NUMBER: _builtins.int
+    SPEND_BUCKETS_FIELD_NUMBER: _builtins.int
+    LIFETIME_REVENUE_FIELD_NUMBER: _builtins.int
+    LIFETIME_SPEND_FIELD_NUMBER: _builtins.int
+    CREDITS_IN_CIRCULATION_MICROS_FIELD_NUMBER: _builtins.int
+    ACTIVE_SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    MONTHLY_RECURRING_PAISE_FIELD_NUMBER: _builtins.int
+    credits_in_circulation_micros: _builtins.int
+    """Every account's balance plus its open holds, now."""
+    active_subscriptions: _builtins.int
+    """Subscriptions active and paid up now, and what they bring in a month
+    (the monthly price, or a twelfth of the yearly one), in paise.
+    """
+    monthly_recurring_paise: _builtins.int
+    @_builtins.property
+    def revenue_buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevenueBucket]:
+        """Buckets without any activity are left out."""
+
+    @_builtins.property
+    def credit_flow_buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditFlowBucket]: ...
+    @_builtins.property
+    def spend_buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendBucket]: ...
+    @_builtins.property
+    def lifetime_revenue(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyAmount]:
+        """All time."""
+
+    @_builtins.property
+    def lifetime_spend(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageTypeSpend]: ...
+    def __init__(
+        self,
+        *,
+        revenue_buckets: _abc.Iterable[Global___RevenueBucket] | None = ...,
+        credit_flow_buckets: _abc.Iterable[Global___CreditFlowBucket] | None = ...,
+        spend_buckets: _abc.Iterable[Global___SpendBucket] | None = ...,
+        lifetime_revenue: _abc.Iterable[Global___CurrencyAmount] | None = ...,
+        lifetime_spend: _abc.Iterable[Global___UsageTypeSpend] | None = ...,
+        credits_in_circulation_micros: _builtins.int = ...,
+        active_subscriptions: _builtins.int = ...,
+        monthly_recurring_paise: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_subscriptions", b"active_subscriptions", "credit_flow_buckets", b"credit_flow_buckets", "credits_in_circulation_micros", b"credits_in_circulation_micros", "lifetime_revenue", b"lifetime_revenue", "lifetime_spend", b"lifetime_spend", "monthly_recurring_paise", b"monthly_recurring_paise", "revenue_buckets", b"revenue_buckets", "spend_buckets", b"spend_buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeRevenueResponse: _TypeAlias = SummarizeRevenueResponse  # noqa: Y015
+
+@_typing.final
+class ListAllPaymentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 200; 50 when 0."""
+    page_token: _builtins.str
+    user_id: _builtins.str
+    """Filters; empty means any."""
+    status: _builtins.str
+    """"pending", "completed" or "failed"."""
+    type: _builtins.str
+    """"subscription" or "credits"."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAllPaymentsRequest: _TypeAlias = ListAllPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class ListAllPaymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[Global___Payment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAllPaymentsResponse: _TypeAlias = ListAllPaymentsResponse  # noqa: Y015
+
+@_typing.final
+class Subscription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PLAN_NAME_FIELD_NUMBER: _builtins.int
+    BILLING_CYCLE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_START_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    plan_id: _builtins.str
+    plan_name: _builtins.str
+    billing_cycle: _builtins.str
+    status: _builtins.str
+    """"active" or "cancelled"."""
+    @_builtins.property
+    def current_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        plan_name: _builtins.str = ...,
+        billing_cycle: _builtins.str = ...,
+        status: _builtins.str = ...,
+        current_period_start: _timestamp_pb2.Timestamp | None = ...,
+        current_period_end: _timestamp_pb2.Timestamp | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_cycle", b"billing_cycle", "created_at", b"created_at", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "plan_id", b"plan_id", "plan_name", b"plan_name", "status", b"status", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class ListSubscriptionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 200; 50 when 0."""
+    page_token: _builtins.str
+    status: _builtins.str
+    """Filters; empty means any."""
+    plan_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        status: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "plan_id", b"plan_id", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscriptionsRequest: _TypeAlias = ListSubscriptionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSubscriptionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    COUNTS_BY_STATUS_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]: ...
+    @_builtins.property
+    def counts_by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Every subscription (filters not applied) per status."""
+
+    def __init__(
+        self,
+        *,
+        subscriptions: _abc.Iterable[Global___Subscription] | None = ...,
+        next_page_token: _builtins.str = ...,
+        counts_by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts_by_status", b"counts_by_status", "next_page_token", b"next_page_token", "subscriptions", b"subscriptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscriptionsResponse: _TypeAlias = ListSubscriptionsResponse  # noqa: Y015
+
+@_typing.final
+class PlanChanges(_message.Message):
+    """Only the fields that are set change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PRICE_MONTHLY_FIELD_NUMBER: _builtins.int
+    PRICE_YEARLY_FIELD_NUMBER: _builtins.int
+    CREDITS_PER_MONTH_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    REPLACE_FEATURES_FIELD_NUMBER: _builtins.int
+    IS_POPULAR_FIELD_NUMBER: _builtins.int
+    DISPLAY_ORDER_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    price_monthly: _builtins.int
+    """Whole rupees, at least 1 (Razorpay's smallest order)."""
+    price_yearly: _builtins.int
+    credits_per_month: _builtins.int
+    """Whole credits, at least 1."""
+    replace_features: _builtins.bool
+    is_popular: _builtins.bool
+    display_order: _builtins.int
+    active: _builtins.bool
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Replaces the list when replace_features is set."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str | None = ...,
+        price_monthly: _builtins.int | None = ...,
+        price_yearly: _builtins.int | None = ...,
+        credits_per_month: _builtins.int | None = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+        replace_features: _builtins.bool = ...,
+        is_popular: _builtins.bool | None = ...,
+        display_order: _builtins.int | None = ...,
+        active: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_credits_per_month", b"_credits_per_month", "_display_order", b"_display_order", "_is_popular", b"_is_popular", "_name", b"_name", "_price_monthly", b"_price_monthly", "_price_yearly", b"_price_yearly", "active", b"active", "credits_per_month", b"credits_per_month", "display_order", b"display_order", "is_popular", b"is_popular", "name", b"name", "price_monthly", b"price_monthly", "price_yearly", b"price_yearly"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_credits_per_month", b"_credits_per_month", "_display_order", b"_display_order", "_is_popular", b"_is_popular", "_name", b"_name", "_price_monthly", b"_price_monthly", "_price_yearly", b"_price_yearly", "active", b"active", "credits_per_month", b"credits_per_month", "display_order", b"display_order", "features", b"features", "is_popular", b"is_popular", "name", b"name", "price_monthly", b"price_monthly", "price_yearly", b"price_yearly", "replace_features", b"replace_features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    _WhichOneofReturnType__credits_per_month: _TypeAlias = _typing.Literal["credits_per_month"]  # noqa: Y015
+    _WhichOneofArgType__credits_per_month: _TypeAlias = _typing.Literal["_credits_per_month", b"_credits_per_month"]  # noqa: Y015
+    _WhichOneofReturnType__display_order: _TypeAlias = _typing.Literal["display_order"]  # noqa: Y015
+    _WhichOneofArgType__display_order: _TypeAlias = _typing.Literal["_display_order", b"_display_order"]  # noqa: Y015
+    _WhichOneofReturnType__is_popular: _TypeAlias = _typing.Literal["is_popular"]  # noqa: Y015
+    _WhichOneofArgType__is_popular: _TypeAlias = _typing.Literal["_is_popular", b"_is_popular"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__price_monthly: _TypeAlias = _typing.Literal["price_monthly"]  # noqa: Y015
+    _WhichOneofArgType__price_monthly: _TypeAlias = _typing.Literal["_price_monthly", b"_price_monthly"]  # noqa: Y015
+    _WhichOneofReturnType__price_yearly: _TypeAlias = _typing.Literal["price_yearly"]  # noqa: Y015
+    _WhichOneofArgType__price_yearly: _TypeAlias = _typing.Literal["_price_yearly", b"_price_yearly"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__credits_per_month) -> _WhichOneofReturnType__credits_per_month | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__display_order) -> _WhichOneofReturnType__display_order | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_popular) -> _WhichOneofReturnType__is_popular | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_monthly) -> _WhichOneofReturnType__price_monthly | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_yearly) -> _WhichOneofReturnType__price_yearly | None: ...
+
+Global___PlanChanges: _TypeAlias = PlanChanges  # noqa: Y015
+
+@_typing.final
+class UpdatePlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    actor: _builtins.str
+    """Who asked (an operator), for the log."""
+    @_builtins.property
+    def changes(self) -> Global___PlanChanges: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        changes: Global___PlanChanges | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "changes", b"changes", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePlanRequest: _TypeAlias = UpdatePlanRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> Global___Plan: ...
+    def __init__(
+        self,
+        *,
+        plan: Global___Plan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePlanResponse: _TypeAlias = UpdatePlanResponse  # noqa: Y015

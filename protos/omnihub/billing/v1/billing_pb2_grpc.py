@@ -127,6 +127,16 @@ class BillingServiceStub:
                 request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsRequest.SerializeToString,
                 response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsResponse.FromString,
                 _registered_method=True)
+        self.UpdateBillingSettings = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/UpdateBillingSettings',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetActivePlan = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/GetActivePlan',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanResponse.FromString,
+                _registered_method=True)
         self.SimulateCheckout = channel.unary_unary(
                 '/omnihub.billing.v1.BillingService/SimulateCheckout',
                 request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.SerializeToString,
@@ -141,6 +151,31 @@ class BillingServiceStub:
                 '/omnihub.billing.v1.BillingService/SummarizeUsage',
                 request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.SerializeToString,
                 response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.FromString,
+                _registered_method=True)
+        self.SummarizeRevenue = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/SummarizeRevenue',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueResponse.FromString,
+                _registered_method=True)
+        self.ListAllPayments = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/ListAllPayments',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/ListSubscriptions',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.UpdatePlan = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/UpdatePlan',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanResponse.FromString,
+                _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/omnihub.billing.v1.BillingService/DeleteUserData',
+                request_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
 
 
@@ -274,6 +309,22 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateBillingSettings(self, request, context):
+        """Internal (the admin service's settings): changes the fields that are
+        set; sign-ups from then on get the new credits. Returns the settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetActivePlan(self, request, context):
+        """Internal (the gateway's rate limits by tier): the plan of the user's
+        subscription while it is active and paid up; "" for none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SimulateCheckout(self, request, context):
         """Pays the caller's own order in the local Razorpay simulator, standing in
         for the customer in Razorpay Checkout. Only where the simulator is the
@@ -294,6 +345,49 @@ class BillingServiceServicer:
     def SummarizeUsage(self, request, context):
         """Internal: captured amounts of the holds carrying every tag of a filter,
         counted and summed per value of the grouping tags (usage reports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeRevenue(self, request, context):
+        """Internal (the admin service's figures): money and credits of a range per
+        hour or day: completed payments, credits bought, given, corrected,
+        refunded and spent (by usage type); plus all-time revenue and spending,
+        the credits held in accounts now and the active subscriptions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAllPayments(self, request, context):
+        """Internal (the admin service): every user's payments, newest first,
+        filtered, cursor-paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Internal (the admin service): subscriptions, most recently changed
+        first, filtered, cursor-paginated, with counts per status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePlan(self, request, context):
+        """Internal (the admin service, for an operator): changes the fields of a
+        plan that are set. Orders made before keep the price they were made at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """Internal (the admin service's user deletion): releases the holds still
+        open on the user's own account. The ledger and payments are kept: they
+        are financial records, append-only, and name the user only by id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -387,6 +481,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsRequest.FromString,
                     response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetBillingSettingsResponse.SerializeToString,
             ),
+            'UpdateBillingSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBillingSettings,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsResponse.SerializeToString,
+            ),
+            'GetActivePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActivePlan,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanResponse.SerializeToString,
+            ),
             'SimulateCheckout': grpc.unary_unary_rpc_method_handler(
                     servicer.SimulateCheckout,
                     request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SimulateCheckoutRequest.FromString,
@@ -401,6 +505,31 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.SummarizeUsage,
                     request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.FromString,
                     response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.SerializeToString,
+            ),
+            'SummarizeRevenue': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeRevenue,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueResponse.SerializeToString,
+            ),
+            'ListAllPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllPayments,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'UpdatePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePlan,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -881,6 +1010,60 @@ class BillingService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateBillingSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/UpdateBillingSettings',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdateBillingSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActivePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/GetActivePlan',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.GetActivePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SimulateCheckout(request,
             target,
             options=(),
@@ -951,6 +1134,141 @@ class BillingService:
             '/omnihub.billing.v1.BillingService/SummarizeUsage',
             omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageRequest.SerializeToString,
             omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeRevenue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/SummarizeRevenue',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.SummarizeRevenueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/ListAllPayments',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListAllPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/ListSubscriptions',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/UpdatePlan',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.UpdatePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.billing.v1.BillingService/DeleteUserData',
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataRequest.SerializeToString,
+            omnihub_dot_billing_dot_v1_dot_billing__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,14 @@ class BillingServiceStub:
     """The public checkout key (Razorpay key id), if payments are configured."""
     GetBillingSettings: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBillingSettingsRequest, _billing_pb2.GetBillingSettingsResponse]
     """Billing settings anyone may see: sign-up credits and the credit price."""
+    UpdateBillingSettings: _grpc.UnaryUnaryMultiCallable[_billing_pb2.UpdateBillingSettingsRequest, _billing_pb2.UpdateBillingSettingsResponse]
+    """Internal (the admin service's settings): changes the fields that are
+    set; sign-ups from then on get the new credits. Returns the settings.
+    """
+    GetActivePlan: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetActivePlanRequest, _billing_pb2.GetActivePlanResponse]
+    """Internal (the gateway's rate limits by tier): the plan of the user's
+    subscription while it is active and paid up; "" for none.
+    """
     SimulateCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SimulateCheckoutRequest, _billing_pb2.SimulateCheckoutResponse]
     """Pays the caller's own order in the local Razorpay simulator, standing in
     for the customer in Razorpay Checkout. Only where the simulator is the
@@ -87,6 +95,29 @@ class BillingServiceStub:
     SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SummarizeUsageRequest, _billing_pb2.SummarizeUsageResponse]
     """Internal: captured amounts of the holds carrying every tag of a filter,
     counted and summed per value of the grouping tags (usage reports).
+    """
+    SummarizeRevenue: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SummarizeRevenueRequest, _billing_pb2.SummarizeRevenueResponse]
+    """Internal (the admin service's figures): money and credits of a range per
+    hour or day: completed payments, credits bought, given, corrected,
+    refunded and spent (by usage type); plus all-time revenue and spending,
+    the credits held in accounts now and the active subscriptions.
+    """
+    ListAllPayments: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListAllPaymentsRequest, _billing_pb2.ListAllPaymentsResponse]
+    """Internal (the admin service): every user's payments, newest first,
+    filtered, cursor-paginated.
+    """
+    ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListSubscriptionsRequest, _billing_pb2.ListSubscriptionsResponse]
+    """Internal (the admin service): subscriptions, most recently changed
+    first, filtered, cursor-paginated, with counts per status.
+    """
+    UpdatePlan: _grpc.UnaryUnaryMultiCallable[_billing_pb2.UpdatePlanRequest, _billing_pb2.UpdatePlanResponse]
+    """Internal (the admin service, for an operator): changes the fields of a
+    plan that are set. Orders made before keep the price they were made at.
+    """
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_billing_pb2.DeleteUserDataRequest, _billing_pb2.DeleteUserDataResponse]
+    """Internal (the admin service's user deletion): releases the holds still
+    open on the user's own account. The ledger and payments are kept: they
+    are financial records, append-only, and name the user only by id.
     """
 
 @_typing.type_check_only
@@ -136,6 +167,14 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """The public checkout key (Razorpay key id), if payments are configured."""
     GetBillingSettings: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBillingSettingsRequest, _billing_pb2.GetBillingSettingsResponse]  # type: ignore[assignment]
     """Billing settings anyone may see: sign-up credits and the credit price."""
+    UpdateBillingSettings: _aio.UnaryUnaryMultiCallable[_billing_pb2.UpdateBillingSettingsRequest, _billing_pb2.UpdateBillingSettingsResponse]  # type: ignore[assignment]
+    """Internal (the admin service's settings): changes the fields that are
+    set; sign-ups from then on get the new credits. Returns the settings.
+    """
+    GetActivePlan: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetActivePlanRequest, _billing_pb2.GetActivePlanResponse]  # type: ignore[assignment]
+    """Internal (the gateway's rate limits by tier): the plan of the user's
+    subscription while it is active and paid up; "" for none.
+    """
     SimulateCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.SimulateCheckoutRequest, _billing_pb2.SimulateCheckoutResponse]  # type: ignore[assignment]
     """Pays the caller's own order in the local Razorpay simulator, standing in
     for the customer in Razorpay Checkout. Only where the simulator is the
@@ -148,6 +187,29 @@ class BillingServiceAsyncStub(BillingServiceStub):
     SummarizeUsage: _aio.UnaryUnaryMultiCallable[_billing_pb2.SummarizeUsageRequest, _billing_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
     """Internal: captured amounts of the holds carrying every tag of a filter,
     counted and summed per value of the grouping tags (usage reports).
+    """
+    SummarizeRevenue: _aio.UnaryUnaryMultiCallable[_billing_pb2.SummarizeRevenueRequest, _billing_pb2.SummarizeRevenueResponse]  # type: ignore[assignment]
+    """Internal (the admin service's figures): money and credits of a range per
+    hour or day: completed payments, credits bought, given, corrected,
+    refunded and spent (by usage type); plus all-time revenue and spending,
+    the credits held in accounts now and the active subscriptions.
+    """
+    ListAllPayments: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListAllPaymentsRequest, _billing_pb2.ListAllPaymentsResponse]  # type: ignore[assignment]
+    """Internal (the admin service): every user's payments, newest first,
+    filtered, cursor-paginated.
+    """
+    ListSubscriptions: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListSubscriptionsRequest, _billing_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
+    """Internal (the admin service): subscriptions, most recently changed
+    first, filtered, cursor-paginated, with counts per status.
+    """
+    UpdatePlan: _aio.UnaryUnaryMultiCallable[_billing_pb2.UpdatePlanRequest, _billing_pb2.UpdatePlanResponse]  # type: ignore[assignment]
+    """Internal (the admin service, for an operator): changes the fields of a
+    plan that are set. Orders made before keep the price they were made at.
+    """
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_billing_pb2.DeleteUserDataRequest, _billing_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Internal (the admin service's user deletion): releases the holds still
+    open on the user's own account. The ledger and payments are kept: they
+    are financial records, append-only, and name the user only by id.
     """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -298,6 +360,26 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Billing settings anyone may see: sign-up credits and the credit price."""
 
     @_abc_1.abstractmethod
+    def UpdateBillingSettings(
+        self,
+        request: _billing_pb2.UpdateBillingSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.UpdateBillingSettingsResponse, _abc.Awaitable[_billing_pb2.UpdateBillingSettingsResponse]]:
+        """Internal (the admin service's settings): changes the fields that are
+        set; sign-ups from then on get the new credits. Returns the settings.
+        """
+
+    @_abc_1.abstractmethod
+    def GetActivePlan(
+        self,
+        request: _billing_pb2.GetActivePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetActivePlanResponse, _abc.Awaitable[_billing_pb2.GetActivePlanResponse]]:
+        """Internal (the gateway's rate limits by tier): the plan of the user's
+        subscription while it is active and paid up; "" for none.
+        """
+
+    @_abc_1.abstractmethod
     def SimulateCheckout(
         self,
         request: _billing_pb2.SimulateCheckoutRequest,
@@ -326,6 +408,59 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_pb2.SummarizeUsageResponse, _abc.Awaitable[_billing_pb2.SummarizeUsageResponse]]:
         """Internal: captured amounts of the holds carrying every tag of a filter,
         counted and summed per value of the grouping tags (usage reports).
+        """
+
+    @_abc_1.abstractmethod
+    def SummarizeRevenue(
+        self,
+        request: _billing_pb2.SummarizeRevenueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.SummarizeRevenueResponse, _abc.Awaitable[_billing_pb2.SummarizeRevenueResponse]]:
+        """Internal (the admin service's figures): money and credits of a range per
+        hour or day: completed payments, credits bought, given, corrected,
+        refunded and spent (by usage type); plus all-time revenue and spending,
+        the credits held in accounts now and the active subscriptions.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAllPayments(
+        self,
+        request: _billing_pb2.ListAllPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListAllPaymentsResponse, _abc.Awaitable[_billing_pb2.ListAllPaymentsResponse]]:
+        """Internal (the admin service): every user's payments, newest first,
+        filtered, cursor-paginated.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSubscriptions(
+        self,
+        request: _billing_pb2.ListSubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListSubscriptionsResponse, _abc.Awaitable[_billing_pb2.ListSubscriptionsResponse]]:
+        """Internal (the admin service): subscriptions, most recently changed
+        first, filtered, cursor-paginated, with counts per status.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdatePlan(
+        self,
+        request: _billing_pb2.UpdatePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.UpdatePlanResponse, _abc.Awaitable[_billing_pb2.UpdatePlanResponse]]:
+        """Internal (the admin service, for an operator): changes the fields of a
+        plan that are set. Orders made before keep the price they were made at.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _billing_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.DeleteUserDataResponse, _abc.Awaitable[_billing_pb2.DeleteUserDataResponse]]:
+        """Internal (the admin service's user deletion): releases the holds still
+        open on the user's own account. The ledger and payments are kept: they
+        are financial records, append-only, and name the user only by id.
         """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,15 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aomnihub/chat/v1/chat.proto\x12\x0fomnihub.chat.v12\r\n\x0b\x43hatServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aomnihub/chat/v1/chat.proto\x12\x0fomnihub.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x02\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x1d\n\x15shared_with_workspace\x18\x04 \x01(\x08\x12\r\n\x05title\x18\x05 \x01(\t\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x12\n\nmodel_name\x18\x07 \x01(\t\x12\x15\n\rsystem_prompt\x18\x08 \x01(\t\x12\x1a\n\x12total_input_tokens\x18\t \x01(\x03\x12\x1b\n\x13total_output_tokens\x18\n \x01(\x03\x12\x1c\n\x14total_credits_micros\x18\x0b \x01(\x03\x12\x15\n\rmessage_count\x18\x0c \x01(\x05\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x12\n\nimage_urls\x18\x05 \x03(\t\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\x03\x12\x15\n\routput_tokens\x18\x07 \x01(\x03\x12\x16\n\x0e\x63redits_micros\x18\x08 \x01(\x03\x12\x0e\n\x06status\x18\t \x01(\t\x12\x17\n\x0fweb_search_used\x18\n \x01(\x08\x12\x10\n\x08sequence\x18\x0b \x01(\x03\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\"j\n\x19ListConversationsResponse\x12\x34\n\rconversations\x18\x01 \x03(\x0b\x32\x1d.omnihub.chat.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x19\x43reateConversationRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\"Q\n\x1a\x43reateConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.omnihub.chat.v1.Conversation\"h\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x19\n\x11message_page_size\x18\x02 \x01(\x05\x12\x1a\n\x12message_page_token\x18\x03 \x01(\t\"\xad\x01\n\x17GetConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.omnihub.chat.v1.Conversation\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.omnihub.chat.v1.Message\x12\x1f\n\x17next_message_page_token\x18\x03 \x01(\t\x12\x10\n\x08is_owner\x18\x04 \x01(\x08\"\xa4\x01\n\x19UpdateConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\x05title\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08model_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x1a\n\rsystem_prompt\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x08\n\x06_titleB\x0b\n\t_model_idB\x10\n\x0e_system_prompt\"Q\n\x1aUpdateConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.omnihub.chat.v1.Conversation\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"~\n\x18ShareConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x1d\n\x15shared_with_workspace\x18\x02 \x01(\x08\x12\x19\n\x0cworkspace_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_workspace_id\"P\n\x19ShareConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.omnihub.chat.v1.Conversation\"f\n\x12SendMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x12\n\nimage_urls\x18\x03 \x03(\t\x12\x12\n\nweb_search\x18\x04 \x01(\x08\"n\n\x0cReplyStarted\x12\x17\n\x0fuser_message_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61ssistant_message_id\x18\x02 \x01(\t\x12\x13\n\x0bheld_micros\x18\x03 \x01(\x03\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\"\x1c\n\x0c\x43ontentDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xa7\x01\n\tReplyDone\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x15\n\routput_tokens\x18\x03 \x01(\x03\x12\x16\n\x0e\x63redits_micros\x18\x04 \x01(\x03\x12\x1b\n\x13user_balance_micros\x18\x05 \x01(\x03\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\r\n\x05title\x18\x07 \x01(\t\"I\n\x0bReplyFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\x05\"\xdd\x01\n\x13SendMessageResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.omnihub.chat.v1.ReplyStartedH\x00\x12\x30\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x1d.omnihub.chat.v1.ContentDeltaH\x00\x12*\n\x04\x64one\x18\x03 \x01(\x0b\x32\x1a.omnihub.chat.v1.ReplyDoneH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.omnihub.chat.v1.ReplyFailedH\x00\x42\x07\n\x05\x65vent\"h\n\x13\x45stimateChatRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\ninput_text\x18\x02 \x01(\t\x12\x13\n\x0bimage_count\x18\x03 \x01(\x05\x12\x16\n\x0e\x63ontext_tokens\x18\x04 \x01(\x03\"\x8a\x02\n\x14\x45stimateChatResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x13\n\x0btext_tokens\x18\x03 \x01(\x03\x12\x14\n\x0cimage_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ontext_tokens\x18\x05 \x01(\x03\x12\x1d\n\x15typical_output_tokens\x18\x06 \x01(\x03\x12\x1b\n\x13typical_cost_micros\x18\x07 \x01(\x03\x12\x17\n\x0fmin_cost_micros\x18\x08 \x01(\x03\x12\x17\n\x0fmax_cost_micros\x18\t \x01(\x03\x12\x19\n\x11max_output_tokens\x18\n \x01(\x05\"R\n\x14\x45nhancePromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\nimage_urls\x18\x02 \x03(\t\x12\x16\n\x0evariation_type\x18\x03 \x01(\t\"\x8f\x01\n\x15\x45nhancePromptResponse\x12\x17\n\x0f\x65nhanced_prompt\x18\x01 \x01(\t\x12\x16\n\x0e\x63redits_micros\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x05 \x01(\x03\"C\n\x1c\x45stimateEnhancePromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x05\"k\n\x1d\x45stimateEnhancePromptResponse\x12\x1d\n\x15\x65stimated_cost_micros\x18\x01 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x15\n\routput_tokens\x18\x03 \x01(\x03\"(\n\x15\x44\x65leteUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"Q\n\x16\x44\x65leteUserDataResponse\x12\x1d\n\x15\x64\x65leted_conversations\x18\x01 \x01(\x05\x12\x18\n\x10\x64\x65leted_messages\x18\x02 \x01(\x05\x32\xa5\t\n\x0b\x43hatService\x12o\n\x11ListConversations\x12).omnihub.chat.v1.ListConversationsRequest\x1a*.omnihub.chat.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12m\n\x12\x43reateConversation\x12*.omnihub.chat.v1.CreateConversationRequest\x1a+.omnihub.chat.v1.CreateConversationResponse\x12i\n\x0fGetConversation\x12\'.omnihub.chat.v1.GetConversationRequest\x1a(.omnihub.chat.v1.GetConversationResponse\"\x03\x90\x02\x01\x12m\n\x12UpdateConversation\x12*.omnihub.chat.v1.UpdateConversationRequest\x1a+.omnihub.chat.v1.UpdateConversationResponse\x12m\n\x12\x44\x65leteConversation\x12*.omnihub.chat.v1.DeleteConversationRequest\x1a+.omnihub.chat.v1.DeleteConversationResponse\x12j\n\x11ShareConversation\x12).omnihub.chat.v1.ShareConversationRequest\x1a*.omnihub.chat.v1.ShareConversationResponse\x12Z\n\x0bSendMessage\x12#.omnihub.chat.v1.SendMessageRequest\x1a$.omnihub.chat.v1.SendMessageResponse0\x01\x12`\n\x0c\x45stimateChat\x12$.omnihub.chat.v1.EstimateChatRequest\x1a%.omnihub.chat.v1.EstimateChatResponse\"\x03\x90\x02\x01\x12^\n\rEnhancePrompt\x12%.omnihub.chat.v1.EnhancePromptRequest\x1a&.omnihub.chat.v1.EnhancePromptResponse\x12{\n\x15\x45stimateEnhancePrompt\x12-.omnihub.chat.v1.EstimateEnhancePromptRequest\x1a..omnihub.chat.v1.EstimateEnhancePromptResponse\"\x03\x90\x02\x01\x12\x66\n\x0e\x44\x65leteUserData\x12&.omnihub.chat.v1.DeleteUserDataRequest\x1a\'.omnihub.chat.v1.DeleteUserDataResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omnihub.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATSERVICE']._serialized_start=47
-  _globals['_CHATSERVICE']._serialized_end=60
+  _globals['_CHATSERVICE'].methods_by_name['ListConversations']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['ListConversations']._serialized_options = b'\220\002\001'
+  _globals['_CHATSERVICE'].methods_by_name['GetConversation']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['GetConversation']._serialized_options = b'\220\002\001'
+  _globals['_CHATSERVICE'].methods_by_name['EstimateChat']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['EstimateChat']._serialized_options = b'\220\002\001'
+  _globals['_CHATSERVICE'].methods_by_name['EstimateEnhancePrompt']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['EstimateEnhancePrompt']._serialized_options = b'\220\002\001'
+  _globals['_CHATSERVICE'].methods_by_name['DeleteUserData']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['DeleteUserData']._serialized_options = b'\220\002\002'
+  _globals['_CONVERSATION']._serialized_start=81
+  _globals['_CONVERSATION']._serialized_end=459
+  _globals['_MESSAGE']._serialized_start=462
+  _globals['_MESSAGE']._serialized_end=735
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=737
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=839
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=841
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=947
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=949
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1054
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=1056
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=1137
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1139
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1243
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1246
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1419
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_start=1422
+  _globals['_UPDATECONVERSATIONREQUEST']._serialized_end=1586
+  _globals['_UPDATECONVERSATIONRESPONSE']._serialized_start=1588
+  _globals['_UPDATECONVERSATIONRESPONSE']._serialized_end=1669
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1671
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1723
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1725
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1753
+  _globals['_SHARECONVERSATIONREQUEST']._serialized_start=1755
+  _globals['_SHARECONVERSATIONREQUEST']._serialized_end=1881
+  _globals['_SHARECONVERSATIONRESPONSE']._serialized_start=1883
+  _globals['_SHARECONVERSATIONRESPONSE']._serialized_end=1963
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1965
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=2067
+  _globals['_REPLYSTARTED']._serialized_start=2069
+  _globals['_REPLYSTARTED']._serialized_end=2179
+  _globals['_CONTENTDELTA']._serialized_start=2181
+  _globals['_CONTENTDELTA']._serialized_end=2209
+  _globals['_REPLYDONE']._serialized_start=2212
+  _globals['_REPLYDONE']._serialized_end=2379
+  _globals['_REPLYFAILED']._serialized_start=2381
+  _globals['_REPLYFAILED']._serialized_end=2454
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=2457
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=2678
+  _globals['_ESTIMATECHATREQUEST']._serialized_start=2680
+  _globals['_ESTIMATECHATREQUEST']._serialized_end=2784
+  _globals['_ESTIMATECHATRESPONSE']._serialized_start=2787
+  _globals['_ESTIMATECHATRESPONSE']._serialized_end=3053
+  _globals['_ENHANCEPROMPTREQUEST']._serialized_start=3055
+  _globals['_ENHANCEPROMPTREQUEST']._serialized_end=3137
+  _globals['_ENHANCEPROMPTRESPONSE']._serialized_start=3140
+  _globals['_ENHANCEPROMPTRESPONSE']._serialized_end=3283
+  _globals['_ESTIMATEENHANCEPROMPTREQUEST']._serialized_start=3285
+  _globals['_ESTIMATEENHANCEPROMPTREQUEST']._serialized_end=3352
+  _globals['_ESTIMATEENHANCEPROMPTRESPONSE']._serialized_start=3354
+  _globals['_ESTIMATEENHANCEPROMPTRESPONSE']._serialized_end=3461
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=3463
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=3503
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=3505
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=3586
+  _globals['_CHATSERVICE']._serialized_start=3589
+  _globals['_CHATSERVICE']._serialized_end=4778
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from omnihub.chat.v1 import chat_pb2 as omnihub_dot_chat_dot_v1_dot_chat__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,17 @@ if _version_not_supported:
 
 
 class ChatServiceStub:
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
     """
 
     def __init__(self, channel):
@@ -35,16 +45,218 @@ class ChatServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListConversations = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/ListConversations',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.CreateConversation = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/CreateConversation',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationResponse.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/GetConversation',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
+        self.UpdateConversation = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/UpdateConversation',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/DeleteConversation',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
+        self.ShareConversation = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/ShareConversation',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationResponse.FromString,
+                _registered_method=True)
+        self.SendMessage = channel.unary_stream(
+                '/omnihub.chat.v1.ChatService/SendMessage',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
+        self.EstimateChat = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/EstimateChat',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatResponse.FromString,
+                _registered_method=True)
+        self.EnhancePrompt = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/EnhancePrompt',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptResponse.FromString,
+                _registered_method=True)
+        self.EstimateEnhancePrompt = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/EstimateEnhancePrompt',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptResponse.FromString,
+                _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/omnihub.chat.v1.ChatService/DeleteUserData',
+                request_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
     """
+
+    def ListConversations(self, request, context):
+        """The caller's conversations, most recently active first; with a
+        workspace_id, the ones in that workspace the caller may see.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConversation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """A conversation and a page of its messages, newest page first, each page
+        in the order the messages were written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConversation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareConversation(self, request, context):
+        """Puts a conversation in a workspace the caller belongs to and shares it
+        with its members, or stops sharing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessage(self, request, context):
+        """Stores the caller's message and streams the model's reply: one started
+        event, content deltas, then exactly one done or error event. Refusals
+        (bad input, unknown conversation, too few credits) fail the call before
+        the started event. Cancelling the call stops the reply: what was written
+        so far is stored as cut off and only that is charged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateChat(self, request, context):
+        """What a message is likely to cost, without sending it. Anyone may ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnhancePrompt(self, request, context):
+        """Rewrites an image prompt with a vision LLM, charged like a reply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateEnhancePrompt(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """Internal (the admin service's user deletion): deletes every
+        conversation of the user with its messages; billing's ledger keeps what
+        the replies cost. UNAVAILABLE while one of their replies is still being
+        written (the admin task tries again). A repeat finds nothing left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'CreateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConversation,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'UpdateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversation,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'ShareConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareConversation,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationResponse.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'EstimateChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateChat,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatResponse.SerializeToString,
+            ),
+            'EnhancePrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnhancePrompt,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptResponse.SerializeToString,
+            ),
+            'EstimateEnhancePrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateEnhancePrompt,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'omnihub.chat.v1.ChatService', rpc_method_handlers)
@@ -54,6 +266,312 @@ def add_ChatServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ChatService:
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
     """
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/ListConversations',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/CreateConversation',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.CreateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/GetConversation',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/UpdateConversation',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.UpdateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/DeleteConversation',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/ShareConversation',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.ShareConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/SendMessage',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/EstimateChat',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnhancePrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/EnhancePrompt',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EnhancePromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateEnhancePrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/EstimateEnhancePrompt',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.EstimateEnhancePromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.chat.v1.ChatService/DeleteUserData',
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataRequest.SerializeToString,
+            omnihub_dot_chat_dot_v1_dot_chat__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

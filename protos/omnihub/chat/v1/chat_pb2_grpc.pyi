@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from omnihub.chat.v1 import chat_pb2 as _chat_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,218 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ChatServiceStub:
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ChatServiceAsyncStub: ...
+    ListConversations: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]
+    """The caller's conversations, most recently active first; with a
+    workspace_id, the ones in that workspace the caller may see.
+    """
+    CreateConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.CreateConversationRequest, _chat_pb2.CreateConversationResponse]
+    GetConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.GetConversationResponse]
+    """A conversation and a page of its messages, newest page first, each page
+    in the order the messages were written.
+    """
+    UpdateConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.UpdateConversationRequest, _chat_pb2.UpdateConversationResponse]
+    DeleteConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteConversationRequest, _chat_pb2.DeleteConversationResponse]
+    ShareConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ShareConversationRequest, _chat_pb2.ShareConversationResponse]
+    """Puts a conversation in a workspace the caller belongs to and shares it
+    with its members, or stops sharing it.
+    """
+    SendMessage: _grpc.UnaryStreamMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]
+    """Stores the caller's message and streams the model's reply: one started
+    event, content deltas, then exactly one done or error event. Refusals
+    (bad input, unknown conversation, too few credits) fail the call before
+    the started event. Cancelling the call stops the reply: what was written
+    so far is stored as cut off and only that is charged.
+    """
+    EstimateChat: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EstimateChatRequest, _chat_pb2.EstimateChatResponse]
+    """What a message is likely to cost, without sending it. Anyone may ask."""
+    EnhancePrompt: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EnhancePromptRequest, _chat_pb2.EnhancePromptResponse]
+    """Rewrites an image prompt with a vision LLM, charged like a reply."""
+    EstimateEnhancePrompt: _grpc.UnaryUnaryMultiCallable[_chat_pb2.EstimateEnhancePromptRequest, _chat_pb2.EstimateEnhancePromptResponse]
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteUserDataRequest, _chat_pb2.DeleteUserDataResponse]
+    """Internal (the admin service's user deletion): deletes every
+    conversation of the user with its messages; billing's ledger keeps what
+    the replies cost. UNAVAILABLE while one of their replies is still being
+    written (the admin task tries again). A repeat finds nothing left.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-
-class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The chat service. Until its issue lands it serves only grpc.health.v1 and
-    server reflection; its RPCs are added here as they are built.
+    ListConversations: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]  # type: ignore[assignment]
+    """The caller's conversations, most recently active first; with a
+    workspace_id, the ones in that workspace the caller may see.
+    """
+    CreateConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.CreateConversationRequest, _chat_pb2.CreateConversationResponse]  # type: ignore[assignment]
+    GetConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.GetConversationResponse]  # type: ignore[assignment]
+    """A conversation and a page of its messages, newest page first, each page
+    in the order the messages were written.
+    """
+    UpdateConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.UpdateConversationRequest, _chat_pb2.UpdateConversationResponse]  # type: ignore[assignment]
+    DeleteConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteConversationRequest, _chat_pb2.DeleteConversationResponse]  # type: ignore[assignment]
+    ShareConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.ShareConversationRequest, _chat_pb2.ShareConversationResponse]  # type: ignore[assignment]
+    """Puts a conversation in a workspace the caller belongs to and shares it
+    with its members, or stops sharing it.
+    """
+    SendMessage: _aio.UnaryStreamMultiCallable[_chat_pb2.SendMessageRequest, _chat_pb2.SendMessageResponse]  # type: ignore[assignment]
+    """Stores the caller's message and streams the model's reply: one started
+    event, content deltas, then exactly one done or error event. Refusals
+    (bad input, unknown conversation, too few credits) fail the call before
+    the started event. Cancelling the call stops the reply: what was written
+    so far is stored as cut off and only that is charged.
+    """
+    EstimateChat: _aio.UnaryUnaryMultiCallable[_chat_pb2.EstimateChatRequest, _chat_pb2.EstimateChatResponse]  # type: ignore[assignment]
+    """What a message is likely to cost, without sending it. Anyone may ask."""
+    EnhancePrompt: _aio.UnaryUnaryMultiCallable[_chat_pb2.EnhancePromptRequest, _chat_pb2.EnhancePromptResponse]  # type: ignore[assignment]
+    """Rewrites an image prompt with a vision LLM, charged like a reply."""
+    EstimateEnhancePrompt: _aio.UnaryUnaryMultiCallable[_chat_pb2.EstimateEnhancePromptRequest, _chat_pb2.EstimateEnhancePromptResponse]  # type: ignore[assignment]
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteUserDataRequest, _chat_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Internal (the admin service's user deletion): deletes every
+    conversation of the user with its messages; billing's ledger keeps what
+    the replies cost. UNAVAILABLE while one of their replies is still being
+    written (the admin task tries again). A repeat finds nothing left.
     """
 
-    ...
+class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Conversations with LLMs through OpenRouter, replies streamed token by token
+    and charged exactly.
+
+    A conversation belongs to the user who started it: every method answers
+    NOT_FOUND for anyone else, except that a conversation shared with a
+    workspace can be read (GetConversation, ListConversations with that
+    workspace) by whoever the workspace's chat visibility lets see it.
+
+    Credits are integer micro-credits (1 credit = 1,000,000), priced by the
+    catalog's QuoteChat. Before a reply the most it can cost is held; its
+    actual cost is captured when it ends and the rest released.
+    """
+
+    @_abc_1.abstractmethod
+    def ListConversations(
+        self,
+        request: _chat_pb2.ListConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ListConversationsResponse, _abc.Awaitable[_chat_pb2.ListConversationsResponse]]:
+        """The caller's conversations, most recently active first; with a
+        workspace_id, the ones in that workspace the caller may see.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateConversation(
+        self,
+        request: _chat_pb2.CreateConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.CreateConversationResponse, _abc.Awaitable[_chat_pb2.CreateConversationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConversation(
+        self,
+        request: _chat_pb2.GetConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.GetConversationResponse, _abc.Awaitable[_chat_pb2.GetConversationResponse]]:
+        """A conversation and a page of its messages, newest page first, each page
+        in the order the messages were written.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateConversation(
+        self,
+        request: _chat_pb2.UpdateConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.UpdateConversationResponse, _abc.Awaitable[_chat_pb2.UpdateConversationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteConversation(
+        self,
+        request: _chat_pb2.DeleteConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.DeleteConversationResponse, _abc.Awaitable[_chat_pb2.DeleteConversationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ShareConversation(
+        self,
+        request: _chat_pb2.ShareConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ShareConversationResponse, _abc.Awaitable[_chat_pb2.ShareConversationResponse]]:
+        """Puts a conversation in a workspace the caller belongs to and shares it
+        with its members, or stops sharing it.
+        """
+
+    @_abc_1.abstractmethod
+    def SendMessage(
+        self,
+        request: _chat_pb2.SendMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.SendMessageResponse], _abc.AsyncIterator[_chat_pb2.SendMessageResponse]]:
+        """Stores the caller's message and streams the model's reply: one started
+        event, content deltas, then exactly one done or error event. Refusals
+        (bad input, unknown conversation, too few credits) fail the call before
+        the started event. Cancelling the call stops the reply: what was written
+        so far is stored as cut off and only that is charged.
+        """
+
+    @_abc_1.abstractmethod
+    def EstimateChat(
+        self,
+        request: _chat_pb2.EstimateChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.EstimateChatResponse, _abc.Awaitable[_chat_pb2.EstimateChatResponse]]:
+        """What a message is likely to cost, without sending it. Anyone may ask."""
+
+    @_abc_1.abstractmethod
+    def EnhancePrompt(
+        self,
+        request: _chat_pb2.EnhancePromptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.EnhancePromptResponse, _abc.Awaitable[_chat_pb2.EnhancePromptResponse]]:
+        """Rewrites an image prompt with a vision LLM, charged like a reply."""
+
+    @_abc_1.abstractmethod
+    def EstimateEnhancePrompt(
+        self,
+        request: _chat_pb2.EstimateEnhancePromptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.EstimateEnhancePromptResponse, _abc.Awaitable[_chat_pb2.EstimateEnhancePromptResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _chat_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.DeleteUserDataResponse, _abc.Awaitable[_chat_pb2.DeleteUserDataResponse]]:
+        """Internal (the admin service's user deletion): deletes every
+        conversation of the user with its messages; billing's ledger keeps what
+        the replies cost. UNAVAILABLE while one of their replies is still being
+        written (the admin task tries again). A repeat finds nothing left.
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

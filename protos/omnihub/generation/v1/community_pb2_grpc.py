@@ -99,6 +99,16 @@ class CommunityServiceStub:
                 request_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsRequest.SerializeToString,
                 response_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsResponse.FromString,
                 _registered_method=True)
+        self.ListPostsForModeration = channel.unary_unary(
+                '/omnihub.generation.v1.CommunityService/ListPostsForModeration',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationResponse.FromString,
+                _registered_method=True)
+        self.ModeratePost = channel.unary_unary(
+                '/omnihub.generation.v1.CommunityService/ModeratePost',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostResponse.FromString,
+                _registered_method=True)
 
 
 class CommunityServiceServicer:
@@ -190,6 +200,22 @@ class CommunityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPostsForModeration(self, request, context):
+        """Internal (the admin service): every post, NSFW ones included, newest
+        first, with its author's id, for moderation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModeratePost(self, request, context):
+        """Internal (the admin service): removes a post an operator took down.
+        Removing it again changes nothing and says so (removed = false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommunityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +278,16 @@ def add_CommunityServiceServicer_to_server(servicer, server):
                     servicer.GetUserStats,
                     request_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsRequest.FromString,
                     response_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsResponse.SerializeToString,
+            ),
+            'ListPostsForModeration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPostsForModeration,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationResponse.SerializeToString,
+            ),
+            'ModeratePost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModeratePost,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -583,6 +619,60 @@ class CommunityService:
             '/omnihub.generation.v1.CommunityService/GetUserStats',
             omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsRequest.SerializeToString,
             omnihub_dot_generation_dot_v1_dot_community__pb2.GetUserStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPostsForModeration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.CommunityService/ListPostsForModeration',
+            omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_community__pb2.ListPostsForModerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModeratePost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.CommunityService/ModeratePost',
+            omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_community__pb2.ModeratePostResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,14 @@ class CommunityServiceStub:
     """Public: popular recent posts for the landing page."""
     GetUserStats: _grpc.UnaryUnaryMultiCallable[_community_pb2.GetUserStatsRequest, _community_pb2.GetUserStatsResponse]
     """A user's generation, published and likes-received counts (profile page)."""
+    ListPostsForModeration: _grpc.UnaryUnaryMultiCallable[_community_pb2.ListPostsForModerationRequest, _community_pb2.ListPostsForModerationResponse]
+    """Internal (the admin service): every post, NSFW ones included, newest
+    first, with its author's id, for moderation.
+    """
+    ModeratePost: _grpc.UnaryUnaryMultiCallable[_community_pb2.ModeratePostRequest, _community_pb2.ModeratePostResponse]
+    """Internal (the admin service): removes a post an operator took down.
+    Removing it again changes nothing and says so (removed = false).
+    """
 
 @_typing.type_check_only
 class CommunityServiceAsyncStub(CommunityServiceStub):
@@ -95,6 +103,14 @@ class CommunityServiceAsyncStub(CommunityServiceStub):
     """Public: popular recent posts for the landing page."""
     GetUserStats: _aio.UnaryUnaryMultiCallable[_community_pb2.GetUserStatsRequest, _community_pb2.GetUserStatsResponse]  # type: ignore[assignment]
     """A user's generation, published and likes-received counts (profile page)."""
+    ListPostsForModeration: _aio.UnaryUnaryMultiCallable[_community_pb2.ListPostsForModerationRequest, _community_pb2.ListPostsForModerationResponse]  # type: ignore[assignment]
+    """Internal (the admin service): every post, NSFW ones included, newest
+    first, with its author's id, for moderation.
+    """
+    ModeratePost: _aio.UnaryUnaryMultiCallable[_community_pb2.ModeratePostRequest, _community_pb2.ModeratePostResponse]  # type: ignore[assignment]
+    """Internal (the admin service): removes a post an operator took down.
+    Removing it again changes nothing and says so (removed = false).
+    """
 
 class CommunityServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public gallery and share links, served by the generation process.
@@ -198,5 +214,25 @@ class CommunityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_community_pb2.GetUserStatsResponse, _abc.Awaitable[_community_pb2.GetUserStatsResponse]]:
         """A user's generation, published and likes-received counts (profile page)."""
+
+    @_abc_1.abstractmethod
+    def ListPostsForModeration(
+        self,
+        request: _community_pb2.ListPostsForModerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_community_pb2.ListPostsForModerationResponse, _abc.Awaitable[_community_pb2.ListPostsForModerationResponse]]:
+        """Internal (the admin service): every post, NSFW ones included, newest
+        first, with its author's id, for moderation.
+        """
+
+    @_abc_1.abstractmethod
+    def ModeratePost(
+        self,
+        request: _community_pb2.ModeratePostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_community_pb2.ModeratePostResponse, _abc.Awaitable[_community_pb2.ModeratePostResponse]]:
+        """Internal (the admin service): removes a post an operator took down.
+        Removing it again changes nothing and says so (removed = false).
+        """
 
 def add_CommunityServiceServicer_to_server(servicer: CommunityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

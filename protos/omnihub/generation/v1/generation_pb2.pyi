@@ -898,3 +898,366 @@ class HandleFalWebhookResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HandleFalWebhookResponse: _TypeAlias = HandleFalWebhookResponse  # noqa: Y015
+
+@_typing.final
+class GetUserGenerationSummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    RECENT_LIMIT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    recent_limit: _builtins.int
+    """0 to 50 of the latest generations to include."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        recent_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recent_limit", b"recent_limit", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserGenerationSummaryRequest: _TypeAlias = GetUserGenerationSummaryRequest  # noqa: Y015
+
+@_typing.final
+class GetUserGenerationSummaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Generations not deleted, by type ("image", "video", "upscale")."""
+
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___Generation]:
+        """Newest first, in every workspace."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        recent: _abc.Iterable[Global___Generation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "recent", b"recent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserGenerationSummaryResponse: _TypeAlias = GetUserGenerationSummaryResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataRequest: _TypeAlias = DeleteUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLED_GENERATIONS_FIELD_NUMBER: _builtins.int
+    DELETED_GENERATIONS_FIELD_NUMBER: _builtins.int
+    DELETED_POSTS_FIELD_NUMBER: _builtins.int
+    DELETED_LIKES_FIELD_NUMBER: _builtins.int
+    DELETED_SHARES_FIELD_NUMBER: _builtins.int
+    cancelled_generations: _builtins.int
+    deleted_generations: _builtins.int
+    deleted_posts: _builtins.int
+    deleted_likes: _builtins.int
+    deleted_shares: _builtins.int
+    def __init__(
+        self,
+        *,
+        cancelled_generations: _builtins.int = ...,
+        deleted_generations: _builtins.int = ...,
+        deleted_posts: _builtins.int = ...,
+        deleted_likes: _builtins.int = ...,
+        deleted_shares: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_generations", b"cancelled_generations", "deleted_generations", b"deleted_generations", "deleted_likes", b"deleted_likes", "deleted_posts", b"deleted_posts", "deleted_shares", b"deleted_shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeGenerationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    TOP_MODELS_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    """"hour" or "day" (the default), in UTC."""
+    top_models: _builtins.int
+    """How many models to rank, 0 to 50."""
+    recent: _builtins.int
+    """How many of the latest generations to list, 0 to 50."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Generations are counted by started_at, from start (inclusive) to end
+        (exclusive).
+        """
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        bucket: _builtins.str = ...,
+        top_models: _builtins.int = ...,
+        recent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "end", b"end", "recent", b"recent", "start", b"start", "top_models", b"top_models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeGenerationsRequest: _TypeAlias = SummarizeGenerationsRequest  # noqa: Y015
+
+@_typing.final
+class GenerationBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    status: _builtins.str
+    count: _builtins.int
+    credits_micros: _builtins.int
+    """What they were priced at (held, and charged once completed)."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The first moment of the hour or day."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        type: _builtins.str = ...,
+        status: _builtins.str = ...,
+        count: _builtins.int = ...,
+        credits_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits_micros", b"credits_micros", "start", b"start", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationBucket: _TypeAlias = GenerationBucket  # noqa: Y015
+
+@_typing.final
+class GeneratingUsersBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    users: _builtins.int
+    """Distinct users who started a generation in the bucket."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start", b"start", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeneratingUsersBucket: _TypeAlias = GeneratingUsersBucket  # noqa: Y015
+
+@_typing.final
+class ModelUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    model_name: _builtins.str
+    type: _builtins.str
+    count: _builtins.int
+    credits_micros: _builtins.int
+    """Credits of its completed generations."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        count: _builtins.int = ...,
+        credits_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits_micros", b"credits_micros", "model_id", b"model_id", "model_name", b"model_name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUsage: _TypeAlias = ModelUsage  # noqa: Y015
+
+@_typing.final
+class RecentGeneration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREDITS_MICROS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    user_id: _builtins.str
+    type: _builtins.str
+    model_id: _builtins.str
+    model_name: _builtins.str
+    status: _builtins.str
+    credits_micros: _builtins.int
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        credits_micros: _builtins.int = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits_micros", b"credits_micros", "id", b"id", "model_id", b"model_id", "model_name", b"model_name", "started_at", b"started_at", "status", b"status", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecentGeneration: _TypeAlias = RecentGeneration  # noqa: Y015
+
+@_typing.final
+class SummarizeGenerationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TotalsByTypeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    GENERATING_USERS_BUCKETS_FIELD_NUMBER: _builtins.int
+    GENERATING_USERS_FIELD_NUMBER: _builtins.int
+    TOP_MODELS_BY_COUNT_FIELD_NUMBER: _builtins.int
+    TOP_MODELS_BY_CREDITS_FIELD_NUMBER: _builtins.int
+    TOTALS_BY_TYPE_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    generating_users: _builtins.int
+    """Distinct users who started a generation in the range."""
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationBucket]:
+        """Buckets without any generation are left out."""
+
+    @_builtins.property
+    def generating_users_buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeneratingUsersBucket]: ...
+    @_builtins.property
+    def top_models_by_count(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsage]: ...
+    @_builtins.property
+    def top_models_by_credits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsage]: ...
+    @_builtins.property
+    def totals_by_type(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """All time, deleted generations left out, per type."""
+
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecentGeneration]:
+        """Newest first, deleted ones included."""
+
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___GenerationBucket] | None = ...,
+        generating_users_buckets: _abc.Iterable[Global___GeneratingUsersBucket] | None = ...,
+        generating_users: _builtins.int = ...,
+        top_models_by_count: _abc.Iterable[Global___ModelUsage] | None = ...,
+        top_models_by_credits: _abc.Iterable[Global___ModelUsage] | None = ...,
+        totals_by_type: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        recent: _abc.Iterable[Global___RecentGeneration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "generating_users", b"generating_users", "generating_users_buckets", b"generating_users_buckets", "recent", b"recent", "top_models_by_count", b"top_models_by_count", "top_models_by_credits", b"top_models_by_credits", "totals_by_type", b"totals_by_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeGenerationsResponse: _TypeAlias = SummarizeGenerationsResponse  # noqa: Y015

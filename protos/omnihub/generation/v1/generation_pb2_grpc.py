@@ -99,6 +99,21 @@ class GenerationServiceStub:
                 request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.SerializeToString,
                 response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.FromString,
                 _registered_method=True)
+        self.SummarizeGenerations = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/SummarizeGenerations',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsResponse.FromString,
+                _registered_method=True)
+        self.GetUserGenerationSummary = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/GetUserGenerationSummary',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryResponse.FromString,
+                _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/omnihub.generation.v1.GenerationService/DeleteUserData',
+                request_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class GenerationServiceServicer:
@@ -193,6 +208,34 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeGenerations(self, request, context):
+        """Internal (the admin service's figures): the generations started in a
+        range, counted per hour or day, type and status; the users who
+        generated; the most used models; all-time counts per type; and,
+        optionally, the latest generations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserGenerationSummary(self, request, context):
+        """Internal (the admin service): a user's generation counts by type and
+        their latest generations, for an operator's view of the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """Internal (the admin service's user deletion): cancels the user's
+        unfinished generations (releasing their holds), soft-deletes all their
+        generations, and deletes their community posts, likes and share links.
+        Running it again finds nothing left and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +293,21 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.HandleFalWebhook,
                     request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.FromString,
                     response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.SerializeToString,
+            ),
+            'SummarizeGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeGenerations,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsResponse.SerializeToString,
+            ),
+            'GetUserGenerationSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserGenerationSummary,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +617,87 @@ class GenerationService:
             '/omnihub.generation.v1.GenerationService/HandleFalWebhook',
             omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookRequest.SerializeToString,
             omnihub_dot_generation_dot_v1_dot_generation__pb2.HandleFalWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/SummarizeGenerations',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.SummarizeGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserGenerationSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/GetUserGenerationSummary',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.GetUserGenerationSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.generation.v1.GenerationService/DeleteUserData',
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataRequest.SerializeToString,
+            omnihub_dot_generation_dot_v1_dot_generation__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

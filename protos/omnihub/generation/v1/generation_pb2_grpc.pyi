@@ -70,6 +70,22 @@ class GenerationServiceStub:
     """Completed generations members shared with a workspace, for its members."""
     HandleFalWebhook: _grpc.UnaryUnaryMultiCallable[_generation_pb2.HandleFalWebhookRequest, _generation_pb2.HandleFalWebhookResponse]
     """Internal (the gateway): a fal webhook delivery, verified here."""
+    SummarizeGenerations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.SummarizeGenerationsRequest, _generation_pb2.SummarizeGenerationsResponse]
+    """Internal (the admin service's figures): the generations started in a
+    range, counted per hour or day, type and status; the users who
+    generated; the most used models; all-time counts per type; and,
+    optionally, the latest generations.
+    """
+    GetUserGenerationSummary: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetUserGenerationSummaryRequest, _generation_pb2.GetUserGenerationSummaryResponse]
+    """Internal (the admin service): a user's generation counts by type and
+    their latest generations, for an operator's view of the user.
+    """
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_generation_pb2.DeleteUserDataRequest, _generation_pb2.DeleteUserDataResponse]
+    """Internal (the admin service's user deletion): cancels the user's
+    unfinished generations (releasing their holds), soft-deletes all their
+    generations, and deletes their community posts, likes and share links.
+    Running it again finds nothing left and changes nothing.
+    """
 
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
@@ -113,6 +129,22 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     """Completed generations members shared with a workspace, for its members."""
     HandleFalWebhook: _aio.UnaryUnaryMultiCallable[_generation_pb2.HandleFalWebhookRequest, _generation_pb2.HandleFalWebhookResponse]  # type: ignore[assignment]
     """Internal (the gateway): a fal webhook delivery, verified here."""
+    SummarizeGenerations: _aio.UnaryUnaryMultiCallable[_generation_pb2.SummarizeGenerationsRequest, _generation_pb2.SummarizeGenerationsResponse]  # type: ignore[assignment]
+    """Internal (the admin service's figures): the generations started in a
+    range, counted per hour or day, type and status; the users who
+    generated; the most used models; all-time counts per type; and,
+    optionally, the latest generations.
+    """
+    GetUserGenerationSummary: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetUserGenerationSummaryRequest, _generation_pb2.GetUserGenerationSummaryResponse]  # type: ignore[assignment]
+    """Internal (the admin service): a user's generation counts by type and
+    their latest generations, for an operator's view of the user.
+    """
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_generation_pb2.DeleteUserDataRequest, _generation_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Internal (the admin service's user deletion): cancels the user's
+    unfinished generations (releasing their holds), soft-deletes all their
+    generations, and deletes their community posts, likes and share links.
+    Running it again finds nothing left and changes nothing.
+    """
 
 class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Image, video and upscale jobs run on fal's queue by the generation worker.
@@ -219,5 +251,39 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_generation_pb2.HandleFalWebhookResponse, _abc.Awaitable[_generation_pb2.HandleFalWebhookResponse]]:
         """Internal (the gateway): a fal webhook delivery, verified here."""
+
+    @_abc_1.abstractmethod
+    def SummarizeGenerations(
+        self,
+        request: _generation_pb2.SummarizeGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.SummarizeGenerationsResponse, _abc.Awaitable[_generation_pb2.SummarizeGenerationsResponse]]:
+        """Internal (the admin service's figures): the generations started in a
+        range, counted per hour or day, type and status; the users who
+        generated; the most used models; all-time counts per type; and,
+        optionally, the latest generations.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUserGenerationSummary(
+        self,
+        request: _generation_pb2.GetUserGenerationSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.GetUserGenerationSummaryResponse, _abc.Awaitable[_generation_pb2.GetUserGenerationSummaryResponse]]:
+        """Internal (the admin service): a user's generation counts by type and
+        their latest generations, for an operator's view of the user.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _generation_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.DeleteUserDataResponse, _abc.Awaitable[_generation_pb2.DeleteUserDataResponse]]:
+        """Internal (the admin service's user deletion): cancels the user's
+        unfinished generations (releasing their holds), soft-deletes all their
+        generations, and deletes their community posts, likes and share links.
+        Running it again finds nothing left and changes nothing.
+        """
 
 def add_GenerationServiceServicer_to_server(servicer: GenerationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

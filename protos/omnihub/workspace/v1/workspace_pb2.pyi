@@ -1649,3 +1649,53 @@ class AddProjectAssetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddProjectAssetResponse: _TypeAlias = AddProjectAssetResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataRequest: _TypeAlias = DeleteUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEFT_WORKSPACES_FIELD_NUMBER: _builtins.int
+    TRANSFERRED_WORKSPACES_FIELD_NUMBER: _builtins.int
+    DELETED_WORKSPACES_FIELD_NUMBER: _builtins.int
+    DELETED_PROJECTS_FIELD_NUMBER: _builtins.int
+    DELETED_INVITES_FIELD_NUMBER: _builtins.int
+    left_workspaces: _builtins.int
+    transferred_workspaces: _builtins.int
+    deleted_workspaces: _builtins.int
+    deleted_projects: _builtins.int
+    deleted_invites: _builtins.int
+    def __init__(
+        self,
+        *,
+        left_workspaces: _builtins.int = ...,
+        transferred_workspaces: _builtins.int = ...,
+        deleted_workspaces: _builtins.int = ...,
+        deleted_projects: _builtins.int = ...,
+        deleted_invites: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_invites", b"deleted_invites", "deleted_projects", b"deleted_projects", "deleted_workspaces", b"deleted_workspaces", "left_workspaces", b"left_workspaces", "transferred_workspaces", b"transferred_workspaces"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015

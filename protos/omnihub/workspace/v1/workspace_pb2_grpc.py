@@ -177,6 +177,11 @@ class WorkspaceServiceStub:
                 request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.SerializeToString,
                 response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.FromString,
                 _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/omnihub.workspace.v1.WorkspaceService/DeleteUserData',
+                request_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class WorkspaceServiceServicer:
@@ -385,6 +390,19 @@ class WorkspaceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUserData(self, request, context):
+        """Internal (the admin service's user deletion): the user leaves every
+        team workspace (allocations go back to the pool); a team workspace they
+        own passes to its longest-standing admin, else member, or is deleted
+        when they are alone in it (its credits go to their own account, which
+        billing keeps); their personal workspace, their projects and the
+        invites they sent or accepted are deleted. Running it again finds
+        nothing left and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkspaceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -522,6 +540,11 @@ def add_WorkspaceServiceServicer_to_server(servicer, server):
                     servicer.CheckVisibility,
                     request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.FromString,
                     response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1261,6 +1284,33 @@ class WorkspaceService:
             '/omnihub.workspace.v1.WorkspaceService/CheckVisibility',
             omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityRequest.SerializeToString,
             omnihub_dot_workspace_dot_v1_dot_workspace__pb2.CheckVisibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omnihub.workspace.v1.WorkspaceService/DeleteUserData',
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataRequest.SerializeToString,
+            omnihub_dot_workspace_dot_v1_dot_workspace__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

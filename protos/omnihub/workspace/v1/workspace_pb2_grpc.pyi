@@ -108,6 +108,15 @@ class WorkspaceServiceStub:
     """Internal: whether a user may see another member's chat, image or video
     in a workspace, under the workspace's visibility settings.
     """
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_workspace_pb2.DeleteUserDataRequest, _workspace_pb2.DeleteUserDataResponse]
+    """Internal (the admin service's user deletion): the user leaves every
+    team workspace (allocations go back to the pool); a team workspace they
+    own passes to its longest-standing admin, else member, or is deleted
+    when they are alone in it (its credits go to their own account, which
+    billing keeps); their personal workspace, their projects and the
+    invites they sent or accepted are deleted. Running it again finds
+    nothing left and changes nothing.
+    """
 
 @_typing.type_check_only
 class WorkspaceServiceAsyncStub(WorkspaceServiceStub):
@@ -188,6 +197,15 @@ class WorkspaceServiceAsyncStub(WorkspaceServiceStub):
     CheckVisibility: _aio.UnaryUnaryMultiCallable[_workspace_pb2.CheckVisibilityRequest, _workspace_pb2.CheckVisibilityResponse]  # type: ignore[assignment]
     """Internal: whether a user may see another member's chat, image or video
     in a workspace, under the workspace's visibility settings.
+    """
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_workspace_pb2.DeleteUserDataRequest, _workspace_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Internal (the admin service's user deletion): the user leaves every
+    team workspace (allocations go back to the pool); a team workspace they
+    own passes to its longest-standing admin, else member, or is deleted
+    when they are alone in it (its credits go to their own account, which
+    billing keeps); their personal workspace, their projects and the
+    invites they sent or accepted are deleted. Running it again finds
+    nothing left and changes nothing.
     """
 
 class WorkspaceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -428,6 +446,21 @@ class WorkspaceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workspace_pb2.CheckVisibilityResponse, _abc.Awaitable[_workspace_pb2.CheckVisibilityResponse]]:
         """Internal: whether a user may see another member's chat, image or video
         in a workspace, under the workspace's visibility settings.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _workspace_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workspace_pb2.DeleteUserDataResponse, _abc.Awaitable[_workspace_pb2.DeleteUserDataResponse]]:
+        """Internal (the admin service's user deletion): the user leaves every
+        team workspace (allocations go back to the pool); a team workspace they
+        own passes to its longest-standing admin, else member, or is deleted
+        when they are alone in it (its credits go to their own account, which
+        billing keeps); their personal workspace, their projects and the
+        invites they sent or accepted are deleted. Running it again finds
+        nothing left and changes nothing.
         """
 
 def add_WorkspaceServiceServicer_to_server(servicer: WorkspaceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,4 @@
+from libs.migrations import run
+from services.chat.models import Base
+
+run(Base.metadata)
