@@ -184,6 +184,11 @@ class TestTimeout:
         assert generation.status == "failed"
         assert generation.error_type == "timeout"
         assert await api.balance(user) == 5 * CREDIT
+        # The worker fails the job first, then asks fal to cancel it.
+        for _ in range(100):
+            if any(s["cancelled"] for s in await api.submissions(prompt)):
+                break
+            await asyncio.sleep(0.05)
         assert any(s["cancelled"] for s in await api.submissions(prompt))
 
 
