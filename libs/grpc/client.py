@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 from functools import cache
+from typing import TypeVar
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -32,6 +33,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from libs.config import Settings
 from libs.grpc.deadline import remaining
 from libs.grpc.identity import AUTHORIZATION_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_KEY
+from libs.grpc.status import from_rpc_error
 from libs.grpc.tracing import client_interceptors
 from libs.tokens import InternalTokenSource
 
@@ -122,6 +124,10 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+
 class Upstreams:
     def __init__(self, settings: Settings, tokens: InternalTokenSource) -> None:
         self._settings = settings
@@ -155,6 +161,21 @@ class Upstreams:
         if request_id:
             pairs.append((REQUEST_ID_KEY, request_id))
         return tuple(pairs)
+
+    async def call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
+        message: RequestT,
+    ) -> ResponseT:
+        """Call another service as this process (its internal token, the
+        usual deadline); a failure comes back as the DomainError the other
+        service raised."""
+        try:
+            return await method(
+                message, timeout=self.timeout(), metadata=self.metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -7,13 +7,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import grpc
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from libs.errors import MICROS_PER_CREDIT
 from libs.grpc.client import Upstreams
-from libs.grpc.status import from_rpc_error
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -62,22 +60,22 @@ class SettingOwners:
         )
 
     async def pricing(self) -> dict[str, Decimal]:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._catalog.GetPricingSettings, catalog_pb2.GetPricingSettingsRequest()
         )
         return pricing_values(reply.settings)
 
     async def billing(self) -> dict[str, Any]:
-        settings = await self._call(
+        settings = await self._upstreams.call(
             self._billing.GetBillingSettings, billing_pb2.GetBillingSettingsRequest()
         )
-        checkout = await self._call(
+        checkout = await self._upstreams.call(
             self._billing.GetCheckoutConfig, billing_pb2.GetCheckoutConfigRequest()
         )
         return {**billing_values(settings), RAZORPAY_KEY_ID: checkout.key_id}
 
     async def plan_ids(self) -> set[str]:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._billing.ListPlans, billing_pb2.ListPlansRequest()
         )
         return {plan.id for plan in reply.plans}
@@ -92,7 +90,7 @@ class SettingOwners:
             credit_price_micros=int(merged[CREDIT_PRICE] * MICROS_PER_DOLLAR),
             **{name: str(merged[key]) for key, name in MARGIN_FIELDS.items()},
         )
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._catalog.UpdatePricingSettings,
             catalog_pb2.UpdatePricingSettingsRequest(settings=settings, actor=actor),
         )
@@ -106,19 +104,5 @@ class SettingOwners:
             )
         if PURCHASE_PRICE in changes:
             request.credit_price_paise = int(changes[PURCHASE_PRICE] * PAISE_PER_RUPEE)
-        reply = await self._call(self._billing.UpdateBillingSettings, request)
+        reply = await self._upstreams.call(self._billing.UpdateBillingSettings, request)
         return billing_values(reply)
-
-    async def _call(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        message: RequestT,
-    ) -> ResponseT:
-        try:
-            return await method(
-                message,
-                timeout=self._upstreams.timeout(),
-                metadata=self._upstreams.metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import grpc
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from libs.grpc.client import Upstreams
-from libs.grpc.status import from_rpc_error
 
 AccountRef = billing_pb2.AccountRef
 RequestT = TypeVar("RequestT")
@@ -52,7 +50,7 @@ class Ledger:
         tags: dict[str, str],
     ) -> str:
         """Reserve `amount` for the work `reference` names; returns the hold id."""
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.Hold,
             billing_pb2.HoldRequest(
                 account=account,
@@ -68,7 +66,7 @@ class Ledger:
     async def capture(self, hold_id: str, amount: int, reference: str) -> int:
         """Charge `amount` of the hold and return the rest; returns the
         paying account's balance after."""
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.Capture,
             billing_pb2.CaptureRequest(
                 hold_id=hold_id,
@@ -79,7 +77,7 @@ class Ledger:
         return int(reply.balance_after_micros)
 
     async def release(self, hold_id: str, reference: str) -> None:
-        await self._call(
+        await self._upstreams.call(
             self._stub.Release,
             billing_pb2.ReleaseRequest(
                 hold_id=hold_id, idempotency_key=release_key(reference)
@@ -87,21 +85,7 @@ class Ledger:
         )
 
     async def balance(self, account: AccountRef) -> int:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.GetBalance, billing_pb2.GetBalanceRequest(account=account)
         )
         return int(reply.balance_micros)
-
-    async def _call(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        message: RequestT,
-    ) -> ResponseT:
-        try:
-            return await method(
-                message,
-                timeout=self._upstreams.timeout(),
-                metadata=self._upstreams.metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None

@@ -7,13 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
-import grpc
 from omnihub.billing.v1 import billing_pb2
 from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
 
 from libs.errors import NotFound
 from libs.grpc.client import Upstreams
-from libs.grpc.status import from_rpc_error
 
 CHAT_CONTENT = "chat"
 RequestT = TypeVar("RequestT")
@@ -61,7 +59,7 @@ class Workspaces:
     async def payers(self, workspace_id: str, user_id: str, amount: int) -> PayerChoice:
         """Who pays `amount` for `user_id`'s reply; NOT_FOUND when the user is
         not a member of the workspace."""
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.ResolvePayer,
             workspace_pb2.ResolvePayerRequest(
                 workspace_id=workspace_id, user_id=user_id, amount_micros=amount
@@ -85,7 +83,7 @@ class Workspaces:
         """Whether the workspace lets `viewer_id` read `author_id`'s shared
         conversations (False for a workspace that no longer exists)."""
         try:
-            reply = await self._call(
+            reply = await self._upstreams.call(
                 self._stub.CheckVisibility,
                 workspace_pb2.CheckVisibilityRequest(
                     workspace_id=workspace_id,
@@ -97,17 +95,3 @@ class Workspaces:
         except NotFound:
             return False
         return bool(reply.visible)
-
-    async def _call(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        message: RequestT,
-    ) -> ResponseT:
-        try:
-            return await method(
-                message,
-                timeout=self._upstreams.timeout(),
-                metadata=self._upstreams.metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None

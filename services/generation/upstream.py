@@ -11,7 +11,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TypeVar
 
-import grpc
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
@@ -19,7 +18,6 @@ from omnihub.workspace.v1 import workspace_pb2, workspace_pb2_grpc
 from libs.error_reports import ErrorReports
 from libs.errors import InsufficientCredits
 from libs.grpc.client import Upstreams
-from libs.grpc.status import from_rpc_error
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -61,7 +59,7 @@ class Platform:
         self._personal: OrderedDict[str, str] = OrderedDict()
 
     async def model(self, model_id: str) -> catalog_pb2.Model:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.catalog.GetModel, catalog_pb2.GetModelRequest(id=model_id)
         )
         return reply.model
@@ -69,7 +67,7 @@ class Platform:
     async def quote(
         self, model_id: str, options: dict[str, str], count: int
     ) -> catalog_pb2.QuotePriceResponse:
-        return await self._call(
+        return await self._upstreams.call(
             self.catalog.QuotePrice,
             catalog_pb2.QuotePriceRequest(
                 model_id=model_id, options=options, count=count
@@ -77,7 +75,7 @@ class Platform:
         )
 
     async def upscalers(self) -> list[catalog_pb2.Model]:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.catalog.ListModels, catalog_pb2.ListModelsRequest(category="upscale")
         )
         return list(reply.models)
@@ -86,7 +84,7 @@ class Platform:
         """The user's personal workspace id, which never changes."""
         if (found := self._personal.get(user_id)) is not None:
             return found
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.workspace.EnsurePersonalWorkspace,
             workspace_pb2.EnsurePersonalWorkspaceRequest(user_id=user_id),
         )
@@ -98,7 +96,7 @@ class Platform:
     async def payer(self, workspace_id: str, user_id: str, amount: int) -> ChosenPayer:
         """The account that pays `amount` of the user's work in the workspace;
         InsufficientCredits when none holds it."""
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.workspace.ResolvePayer,
             workspace_pb2.ResolvePayerRequest(
                 workspace_id=workspace_id, user_id=user_id, amount_micros=amount
@@ -122,7 +120,7 @@ class Platform:
     async def is_member(self, workspace_id: str, user_id: str) -> bool:
         """Whether the user belongs to the workspace (ResolvePayer refuses
         anyone else)."""
-        await self._call(
+        await self._upstreams.call(
             self.workspace.ResolvePayer,
             workspace_pb2.ResolvePayerRequest(
                 workspace_id=workspace_id, user_id=user_id, amount_micros=0
@@ -133,7 +131,7 @@ class Platform:
     async def can_see(
         self, workspace_id: str, viewer_id: str, author_id: str, content_type: str
     ) -> bool:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.workspace.CheckVisibility,
             workspace_pb2.CheckVisibilityRequest(
                 workspace_id=workspace_id,
@@ -151,7 +149,7 @@ class Platform:
         amount: int,
         usage_type: str,
     ) -> billing_pb2.HoldResponse:
-        return await self._call(
+        return await self._upstreams.call(
             self.billing.Hold,
             billing_pb2.HoldRequest(
                 account=payer.account,
@@ -164,7 +162,7 @@ class Platform:
         )
 
     async def capture(self, generation_id: str, hold_id: str, amount: int) -> int:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.billing.Capture,
             billing_pb2.CaptureRequest(
                 hold_id=hold_id,
@@ -175,7 +173,7 @@ class Platform:
         return reply.captured_micros
 
     async def release(self, generation_id: str, hold_id: str) -> int:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.billing.Release,
             billing_pb2.ReleaseRequest(
                 hold_id=hold_id, idempotency_key=f"generation:{generation_id}:release"
@@ -184,22 +182,8 @@ class Platform:
         return reply.released_micros
 
     async def balance(self, owner_type: int, owner_id: str) -> int:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self.billing.GetBalances,
             billing_pb2.GetBalancesRequest(accounts=[account(owner_type, owner_id)]),
         )
         return reply.balances[0].balance_micros if reply.balances else 0
-
-    async def _call(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        message: RequestT,
-    ) -> ResponseT:
-        try:
-            return await method(
-                message,
-                timeout=self._upstreams.timeout(),
-                metadata=self._upstreams.metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None

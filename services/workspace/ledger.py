@@ -13,12 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TypeVar
 
-import grpc
 from omnihub.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from libs.errors import InsufficientCredits, Unavailable
 from libs.grpc.client import Upstreams
-from libs.grpc.status import from_rpc_error
 from libs.logs import get_logger
 
 log = get_logger(__name__)
@@ -86,7 +84,7 @@ class Ledger:
         found: dict[tuple[int, str], Balance] = {}
         for start in range(0, len(accounts), BALANCES_PER_CALL):
             chunk = accounts[start : start + BALANCES_PER_CALL]
-            reply = await self._call(
+            reply = await self._upstreams.call(
                 self._stub.GetBalances,
                 billing_pb2.GetBalancesRequest(accounts=chunk),
             )
@@ -108,7 +106,7 @@ class Ledger:
         reason: str,
         tags: dict[str, str],
     ) -> Moved:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.Transfer,
             billing_pb2.TransferRequest(
                 from_account=source,
@@ -150,7 +148,7 @@ class Ledger:
         raise Unavailable("Credits are being spent right now. Try again in a moment.")
 
     async def usage(self, workspace_id: str) -> list[UsageGroup]:
-        reply = await self._call(
+        reply = await self._upstreams.call(
             self._stub.SummarizeUsage,
             billing_pb2.SummarizeUsageRequest(
                 tags={"workspace_id": workspace_id},
@@ -166,17 +164,3 @@ class Ledger:
             )
             for group in reply.groups
         ]
-
-    async def _call(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        message: RequestT,
-    ) -> ResponseT:
-        try:
-            return await method(
-                message,
-                timeout=self._upstreams.timeout(),
-                metadata=self._upstreams.metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
