@@ -57,6 +57,10 @@ bench: $(STAMP) ## Benchmarks through the gateway (see tests/bench/README.md)
 scale-test: $(STAMP) ## Two replicas of everything, one of each killed under load (tests/scale)
 	$(PY) -m tests.scale $(SCALE_ARGS)
 
+.PHONY: verify
+verify: $(STAMP) ## Fuzzing, load, chaos and security evidence in one report (tests/verify)
+	$(PY) -m tests.verify $(VERIFY_ARGS)
+
 .PHONY: bench-generation
 bench-generation: $(STAMP) ## Generations end to end and listing at 1M rows (tests/bench/README.md)
 	$(PY) -m tests.bench.generation $(BENCH_ARGS)

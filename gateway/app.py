@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
-from gateway.errors import ErrorBody, install_error_handlers
+from gateway.errors import ERROR_STATUSES, ErrorBody, install_error_handlers
+from gateway.me import MeAnswers
 from gateway.middleware import (
     BodySizeLimitMiddleware,
+    HeaderLimitMiddleware,
     MaintenanceMiddleware,
     RequestIdMiddleware,
 )
@@ -48,8 +51,19 @@ NO_FASTAPI_TELEMETRY: TelemetryConfig = {
     "auto_configure": False,
 }
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 429, 503, 504)
+    code: {"model": ErrorBody} for code in ERROR_STATUSES
 }
+
+
+class PlainRoute(Route):
+    """A Starlette route that names itself in the request scope as FastAPI's
+    routes do, so that metrics and spans carry its template."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -85,6 +99,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.upstream = Upstream(runtime)
+    app.state.me_answers = MeAnswers(settings.me_cache_seconds)
     install_error_handlers(app)
     app.state.catalog = catalog.CatalogClient(app.state.upstream)
     app.state.workspaces = workspaces.WorkspaceClient(app.state.upstream)
@@ -111,10 +126,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
-    # The model list is read on every page: serve it without FastAPI's
-    # parameter solving (see catalog.fast_list_models).
+    # The model list and /me are read on every page: serve them without
+    # FastAPI's parameter solving (see catalog.fast_list_models, auth.fast_me).
     app.router.routes.insert(
-        0, Route("/api/models", catalog.fast_list_models, methods=["GET"])
+        0, PlainRoute("/api/models", catalog.fast_list_models, methods=["GET"])
+    )
+    app.router.routes.insert(
+        1, PlainRoute("/api/auth/me", auth.fast_me, methods=["GET"])
     )
     app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     # The last added runs first. CORS wraps the body limit so that a 413 is
@@ -130,7 +148,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-Id", "Retry-After", "X-Next-Cursor"],
     )
-    # Outside CORS and the body limit, so their refusals are counted too.
+    app.add_middleware(HeaderLimitMiddleware)
+    # Outside CORS and the size limits, so their refusals are counted too.
     app.add_middleware(
         RequestTelemetryMiddleware, trusted_proxies=settings.trusted_proxies
     )

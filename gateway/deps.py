@@ -4,18 +4,21 @@ where the request came from."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from omnihub.auth.v1 import auth_pb2
 
+from gateway.me import MeAnswers
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.errors import PermissionDenied, Unauthenticated
 from libs.tokens import Audience, TokenClaims
 
 MAX_USER_AGENT_LENGTH = 512
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_upstream(request: Request) -> Upstream:
@@ -47,7 +50,7 @@ class Principal:
         return self.claims.subject
 
 
-def _principal(request: Request, audience: Audience) -> Principal:
+def principal(request: Request, audience: Audience) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthenticated()
@@ -62,16 +65,27 @@ def _principal(request: Request, audience: Audience) -> Principal:
     return Principal(claims, header)
 
 
-async def require_user(request: Request) -> Principal:
-    return _principal(request, Audience.USER)
+async def require_user(request: Request) -> AsyncIterator[Principal]:
+    user = principal(request, Audience.USER)
+    if request.method in READ_METHODS:
+        yield user
+        return
+    # A write: no /me answer kept from before it (or read while it runs)
+    # may be served after it (see gateway/me.py).
+    answers: MeAnswers = request.app.state.me_answers
+    answers.forget_user(user.id)
+    try:
+        yield user
+    finally:
+        answers.forget_user(user.id)
 
 
 async def require_admin(request: Request) -> Principal:
-    principal = _principal(request, Audience.ADMIN)
+    operator = principal(request, Audience.ADMIN)
     settings: Settings = request.app.state.settings
     address = client_address(request, settings) or ""
     return Principal(
-        principal.claims, principal.authorization, ((CLIENT_ADDRESS_KEY, address),)
+        operator.claims, operator.authorization, ((CLIENT_ADDRESS_KEY, address),)
     )
 
 

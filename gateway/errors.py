@@ -24,6 +24,11 @@ from libs.logs import get_logger
 log = get_logger(__name__)
 
 
+# The statuses any route may answer with the error shape, declared in the
+# OpenAPI document: 402 wherever a request spends credits it lacks.
+ERROR_STATUSES = (400, 401, 402, 403, 404, 409, 413, 429, 503, 504)
+
+
 class FieldError(BaseModel):
     field: str
     message: str

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     admin_token_expiry: Seconds = 8 * 3600
     internal_token_expiry: Seconds = 300
     revocation_poll_interval: float = 0.5
+    # How long the gateway keeps a session's GET /api/auth/me answer
+    # (gateway/me.py); the user's own writes drop it at once. 0: never kept.
+    me_cache_seconds: float = Field(default=2.0, ge=0, le=60)
 
     # Accounts
     admin_username: str | None = None

@@ -55,6 +55,10 @@ def create_engine(
         # and the call fails as UNAVAILABLE, which callers may retry.
         pool_pre_ping=False,
         pool_recycle=1800,
+        # A failed statement's error quotes its bound values, and errors are
+        # logged with their traceback: values may be tokens, hashes or what
+        # users wrote, so they are left out.
+        hide_parameters=True,
         connect_args={
             "ssl": _ssl_context(settings),
             "server_settings": {
@@ -81,7 +85,17 @@ async def fetch_row(db: Executor, sql: str, *args: object) -> Any:
     connection = await db.connection() if isinstance(db, AsyncSession) else db
     driver = (await connection.get_raw_connection()).driver_connection
     assert driver is not None
-    return await driver.fetchrow(sql, *args)
+    try:
+        return await driver.fetchrow(sql, *args)
+    except Exception as error:
+        # Whatever the driver raised (which depends on when it noticed), a
+        # closed connection means the server went away under the pool.
+        # SQLAlchemy would drop this connection for its own statements;
+        # without that, every later checkout of it fails the same way.
+        if not driver.is_closed():
+            raise
+        await connection.invalidate()
+        raise ConnectionResetError("the database connection was lost") from error
 
 
 def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -257,7 +257,16 @@ def _accepted_unless(applied: bool, response: Response) -> None:
 # otherwise take "export" for an id.
 
 
-@router.get("/users/export")
+@router.get(
+    "/users/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The CSV file",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 # The original platform's path for the same download.
 @router.get("/export/users", include_in_schema=False)
 async def export_users(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from google.protobuf.timestamp_pb2 import Timestamp
 from omnihub.auth.v1 import auth_pb2
 from omnihub.billing.v1 import billing_pb2
 from omnihub.workspace.v1 import workspace_pb2
 
-from gateway.deps import ClientDep, UpstreamDep, UserDep
+from gateway.deps import ClientDep, Principal, UpstreamDep, UserDep, principal
+from gateway.me import MeAnswers
 from gateway.routers.billing import own_account
 from gateway.routers.workspaces import WorkspaceClient, WorkspacesDep, workspace_out
 from gateway.schemas.auth import (
@@ -35,9 +36,11 @@ from gateway.schemas.workspaces import WorkspaceOut
 from gateway.upstream import Upstream
 from libs.errors import DeadlineExceeded, Unavailable
 from libs.logs import get_logger
+from libs.tokens import Audience
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+NO_STORE = {"Cache-Control": "no-store"}
 admin_router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
@@ -235,25 +238,47 @@ async def revoke_session(
     return SuccessOut(message="Session revoked successfully")
 
 
-@router.get("/me")
-async def me(
-    user: UserDep,
-    upstream: UpstreamDep,
-    workspaces: WorkspacesDep,
-    response: Response,
-) -> MeOut:
-    """The signed-in user, their workspaces and their personal workspace."""
+@router.get("/me", response_model=MeOut)
+async def me(request: Request) -> Response:
+    """The signed-in user, their workspaces and their personal workspace.
+    Changes made elsewhere may show up to ME_CACHE_SECONDS late (see
+    gateway/me.py); the caller's own writes show at once."""
+    return await fast_me(request)
+
+
+async def fast_me(request: Request) -> Response:
+    """GET /api/auth/me itself. The app mounts it as a plain Starlette route
+    ahead of FastAPI's (which stays for the OpenAPI description): the web
+    client asks for it on every page, so it skips FastAPI's parameter
+    solving and serves a session's recent answer when one is kept."""
+    user = principal(request, Audience.USER)
+    answers: MeAnswers = request.app.state.me_answers
+    session_id = user.claims.session_id or ""
+    body = answers.get(session_id) if session_id else None
+    if body is None:
+        writes = answers.writes(user.id)
+        answer, complete = await _me_answer(request, user)
+        body = answer.model_dump_json(by_alias=True).encode()
+        if complete and session_id:
+            answers.keep(session_id, user.id, body, writes)
+    return Response(body, media_type="application/json", headers=NO_STORE)
+
+
+async def _me_answer(request: Request, user: Principal) -> tuple[MeOut, bool]:
+    """The answer, and whether every service contributed to it."""
+    upstream: Upstream = request.app.state.upstream
+    workspaces: WorkspaceClient = request.app.state.workspaces
     reply, balance, listed = await asyncio.gather(
         upstream.call(upstream.auth.GetMe, auth_pb2.GetMeRequest(), user.authorization),
         _balance(upstream, user.id, user.authorization),
         _workspaces(workspaces, user.authorization),
     )
-    response.headers["Cache-Control"] = "no-store"
-    return MeOut(
+    answer = MeOut(
         **_user(reply.user, balance).model_dump(),
         workspaces=listed or [],
         default_workspace=_personal(listed),
     )
+    return answer, balance is not None and listed is not None
 
 
 @admin_router.post("/login")

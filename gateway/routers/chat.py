@@ -46,7 +46,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.deps import UpstreamDep, UserDep
-from gateway.errors import render_domain_error
+from gateway.errors import ERROR_STATUSES, ErrorBody, render_domain_error
 from gateway.middleware import request_id_var
 from gateway.schemas.billing import credits
 from gateway.schemas.chat import (
@@ -510,6 +510,11 @@ def _open_reply(
             "content": {EVENT_STREAM: {}},
         },
         201: {"description": "With `Accept: application/json`: the whole reply"},
+        # A refusal comes as one error event too, unless JSON was asked for.
+        **{
+            code: {"model": ErrorBody, "content": {EVENT_STREAM: {}}}
+            for code in ERROR_STATUSES
+        },
     },
 )
 async def send_message(

@@ -30,7 +30,7 @@ from gateway.schemas.community import (
     SharedGenerationOut,
     ShareOut,
 )
-from gateway.schemas.generations import moment, optional_moment
+from gateway.schemas.generations import INT32_MAX, moment, optional_moment
 from gateway.upstream import Upstream
 from libs.config import Settings
 from libs.errors import DomainError, FieldViolation, InvalidArgument
@@ -141,7 +141,7 @@ async def list_posts(
         str | None,
         Query(max_length=200, description="Words in the title or prompt"),
     ] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=INT32_MAX)] = 1,
     limit: Annotated[
         int, Query(description="Posts per page; held to 1..100")
     ] = DEFAULT_PAGE_SIZE,

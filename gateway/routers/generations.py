@@ -178,6 +178,11 @@ def _uuid(raw: str, missing: str) -> str:
         raise NotFound(missing) from None
 
 
+def generation_id_of(raw: str) -> str:
+    """The canonical id of a generation a client names; NotFound otherwise."""
+    return _uuid(raw, GENERATION_NOT_FOUND)
+
+
 def _plain(value: struct_pb2.Value) -> Any:
     """A Struct value as plain JSON; whole numbers (Struct has only floats)
     go back to ints. Cheaper than json_format on lists of a thousand."""

@@ -13,10 +13,12 @@ from datetime import UTC
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Response, status
+from omnihub.generation.v1 import generation_pb2
 from omnihub.workspace.v1 import workspace_pb2
 from pydantic.alias_generators import to_camel
 
 from gateway.deps import UserDep
+from gateway.routers.generations import GenerationsDep, generation_id_of
 from gateway.routers.workspaces import WorkspacesDep
 from gateway.schemas.projects import (
     AddAssetBody,
@@ -200,13 +202,19 @@ async def save_item(
     body: SaveItemBody,
     user: UserDep,
     workspaces: WorkspacesDep,
+    generations: GenerationsDep,
     response: Response,
 ) -> SavedItemOut:
     """Save a generation to the project ("save to project"). Saving it again
-    answers 200 with the same asset."""
-    # TODO: look the generation up in the generation service (the caller's
-    # own, with a result) and keep its result URL and type; that service
-    # serves no generations yet, so only the id is kept.
+    answers 200 with the same asset. Only a generation the caller may see
+    can be saved: another user's answers 404, as it does everywhere."""
+    await generations.call(
+        generations.stub.GetGeneration,
+        generation_pb2.GetGenerationRequest(id=generation_id_of(body.generation_id)),
+        user.authorization,
+    )
+    # TODO: keep the generation's result URL and type with the asset too;
+    # only the id is kept, and the web client looks the rest up.
     reply = await _named_as_in_rest(
         workspaces.upstream.call(
             workspaces.stub.AddProjectAsset,

@@ -19,6 +19,10 @@ WorkspaceId = Annotated[StrictStr, Field(max_length=64)]
 # An http(s) address or a base64 data: URL of up to 5 MB of image.
 ImageUrl = Annotated[StrictStr, Field(max_length=7_200_000)]
 ImageUrls = Annotated[list[ImageUrl], Field(max_length=4)]
+# The widths of the chat service's fields: a larger number is a 400 here, not
+# a failure to build the call. The service checks the real ranges.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 class CreateConversationBody(RequestBody):
@@ -64,8 +68,8 @@ class SendMessageBody(RequestBody):
 class EstimateBody(RequestBody):
     model_id: ModelId
     input_text: Annotated[StrictStr, Field(max_length=32_000)] = ""
-    image_count: StrictInt | None = None
-    context_tokens: StrictInt | None = Field(
+    image_count: Annotated[StrictInt, Field(ge=0, le=INT32_MAX)] | None = None
+    context_tokens: Annotated[StrictInt, Field(ge=0, le=INT64_MAX)] | None = Field(
         default=None, description="Tokens of the earlier messages the reply reads"
     )
 
@@ -88,7 +92,7 @@ class EnhancePromptBody(RequestBody):
 
 class EnhanceEstimateBody(RequestBody):
     prompt: Annotated[StrictStr, Field(max_length=4000)] = ""
-    image_count: StrictInt = 0
+    image_count: Annotated[StrictInt, Field(ge=0, le=INT32_MAX)] = 0
 
 
 class ConversationOut(ResponseBody):

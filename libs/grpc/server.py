@@ -4,9 +4,10 @@ It serves the service's own servicers plus grpc.health.v1 and server
 reflection, and wraps every method with one interceptor that, in order:
 binds the request id and method to the log context, opens the call's server
 span under the caller's `traceparent`, works out the caller and checks the
-method's access rule, enforces a deadline, maps DomainError (and anything
-unexpected) to a gRPC status, logs failures, and counts and times the call
-by method and status code (libs/metrics).
+method's access rule, refuses Timestamps that name no instant, enforces a
+deadline, maps DomainError (and anything unexpected) to a gRPC status, logs
+failures, and counts and times the call by method and status code
+(libs/metrics).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from libs.grpc.identity import (
     authorize,
     set_current_caller,
 )
+from libs.grpc.messages import refuse_invalid_timestamps
 from libs.grpc.status import STATUS_DETAILS_KEY, to_status_details
 from libs.logs import get_logger
 from libs.metrics import MetricsListener, RpcMetrics, listen_host
@@ -187,6 +189,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
             record = self._record(method)
             try:
                 budget = self._enter(context, method, access, record)
+                refuse_invalid_timestamps(request)
                 async with asyncio.timeout(budget):
                     response = await behavior(request, context)
                 record.code = grpc.StatusCode.OK
@@ -211,6 +214,7 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
             record = self._record(method)
             try:
                 budget = self._enter(context, method, access, record)
+                refuse_invalid_timestamps(request)
                 async with asyncio.timeout(budget):
                     async for message in behavior(request, context):
                         yield message
@@ -267,14 +271,19 @@ def _as_domain_error(exc: BaseException) -> DomainError:
         # The database connection broke (the pool is already replaced) or
         # the server is out of connections or shutting down: try again.
         return Unavailable()
+    if isinstance(exc, ConnectionError):
+        # A connection refused or reset under us, as when the database stops
+        # taking connections (the driver raises these unwrapped): try again.
+        return Unavailable()
     return Internal()
 
 
 def _database_refused(exc: BaseException) -> bool:
-    """SQLSTATE class 53 (insufficient resources, e.g. too many clients) or
-    57P (the server is shutting down or restarting)."""
+    """SQLSTATE class 08 (the connection failed or closed, also while it was
+    being opened), 53 (insufficient resources, e.g. too many clients) or 57P
+    (the server is shutting down or restarting)."""
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(("53", "57P"))
+    return isinstance(sqlstate, str) and sqlstate.startswith(("08", "53", "57P"))
 
 
 def _is_bad_data(exc: BaseException) -> bool:

@@ -184,11 +184,15 @@ def _check_filter(found: UserFilter) -> None:
         violations.append(
             FieldViolation("auth_provider", "auth_provider must be email or google.")
         )
-    if len(found.query) > MAX_QUERY_LENGTH or "\x00" in found.query:
+    if len(found.query) > MAX_QUERY_LENGTH:
         violations.append(
             FieldViolation(
                 "query", f"A search has at most {MAX_QUERY_LENGTH} characters."
             )
+        )
+    if "\x00" in found.query:
+        violations.append(
+            FieldViolation("query", "A search cannot hold a NUL character.")
         )
     if (
         found.created_after is not None
@@ -226,7 +230,11 @@ def _page_position(token: str) -> tuple[datetime, uuid.UUID] | None:
         parsed = uuid.UUID(raw_id)
     except ValueError:
         parsed = None
-    if not micros.isdigit() or parsed is None:
+    # ASCII digits only ("²".isdigit() holds) and a moment before the
+    # year 5000, so that neither int() nor the datetime sum can raise.
+    if not (micros.isascii() and micros.isdigit()) or len(micros) > 17:
+        parsed = None
+    if parsed is None:
         raise InvalidArgument.for_field(
             "page_token", "page_token is not one this service issued."
         )

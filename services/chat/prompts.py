@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from libs.addresses import names_a_private_host
 from libs.errors import InvalidArgument
 
 BYTES_PER_TOKEN = 3
@@ -124,9 +125,15 @@ def _image_problem(url: str) -> str | None:
         return "An inline image must be a base64 data:image/... URL."
     if len(url) > MAX_IMAGE_URL_LENGTH:
         return f"An image address can be at most {MAX_IMAGE_URL_LENGTH} characters."
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "An image must be an http(s) address or a data: URL."
+    # The provider fetches it: it must not be pointed at a private address.
+    if names_a_private_host(parts.hostname):
+        return "An image address must be public, not a private or local one."
     return None
 
 

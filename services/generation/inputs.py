@@ -22,6 +22,12 @@ from urllib.parse import SplitResult, urlsplit
 
 from PIL import Image
 
+from libs.addresses import (
+    IPAddress,
+    is_local_name,
+    is_public_address,
+    literal_address,
+)
 from libs.errors import FieldViolation, InvalidArgument
 from services.generation.storage import MediaStore, sniff_media_type
 
@@ -40,7 +46,6 @@ _FORMATS = {
 # The largest base64 text that can decode to MAX_INPUT_IMAGE_BYTES.
 _MAX_BASE64_LENGTH = (MAX_INPUT_IMAGE_BYTES + 2) // 3 * 4
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 
@@ -147,7 +152,7 @@ def _check_url(value: str) -> None:
     host = parts.hostname
     if not host:
         raise _Refused("is not a valid URL.")
-    if _is_local_name(host):
+    if is_local_name(host):
         raise _Refused("points to this server; use a public URL.")
     address = _literal_address(host, bracketed="[" in parts.netloc)
     if address is not None and not is_public_address(address):
@@ -163,41 +168,14 @@ def _split(value: str) -> SplitResult:
     return parts
 
 
-def _is_local_name(host: str) -> bool:
-    name = host.rstrip(".").lower()
-    return name == "localhost" or name.endswith(".localhost")
-
-
 def _literal_address(host: str, *, bracketed: bool) -> IPAddress | None:
-    """The address a host that is an IP literal names, in any spelling a
-    resolver accepts (`127.1`, `0x7f.0.0.1` and `2130706433` included)."""
     try:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
     if bracketed:
         raise _Refused("is not a valid URL.")
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def is_public_address(address: IPAddress) -> bool:
-    """Whether an address is on the public internet. IPv6 forms that carry an
-    IPv4 address (mapped, 6to4) are judged by that address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is not None:
-            return is_public_address(embedded)
-    return address.is_global and not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
+    return literal_address(host)
 
 
 def _inline_image(value: str) -> InputImage:

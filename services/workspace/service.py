@@ -368,9 +368,15 @@ def _workspace_position(token: str) -> tuple[bool, datetime, uuid.UUID] | None:
     personal, _, rest = token.partition(".")
     micros, _, raw_id = rest.partition(".")
     parsed = _uuid(raw_id)
-    if personal not in ("0", "1") or not micros.isdigit() or parsed is None:
+    if personal not in ("0", "1") or not _is_micros(micros) or parsed is None:
         raise _bad_token()
     return personal == "1", _moment(int(micros)), parsed
+
+
+def _is_micros(text: str) -> bool:
+    """ASCII digits ("²".isdigit() holds) of a moment before the year 5000,
+    so that neither int() nor the datetime sum can raise."""
+    return text.isascii() and text.isdigit() and len(text) <= 17
 
 
 def _member_token(member: MemberRecord) -> str:
@@ -383,7 +389,7 @@ def _member_position(token: str) -> tuple[int, datetime, uuid.UUID] | None:
     rank, _, rest = token.partition(".")
     micros, _, raw_id = rest.partition(".")
     parsed = _uuid(raw_id)
-    if rank not in ("0", "1", "2") or not micros.isdigit() or parsed is None:
+    if rank not in ("0", "1", "2") or not _is_micros(micros) or parsed is None:
         raise _bad_token()
     return int(rank), _moment(int(micros)), parsed
 

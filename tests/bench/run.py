@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +34,7 @@ from tests.suite import free_port
 TARGETS = (
     "ceiling",
     "me",
+    "me-uncached",
     "refresh",
     "models-ceiling",
     "models",
@@ -164,6 +165,9 @@ class Bench:
                 account = await sessions.register(http)
                 me = await self._me(deployment, account)
                 results.append(me)
+            if "me-uncached" in targets:
+                account = await sessions.register(http)
+                results.append(await self._me_uncached(deployment, account))
             if "refresh" in targets:
                 me_report = me.report if me else None
                 results.append(await self._refresh(http, deployment, me_report))
@@ -229,10 +233,40 @@ class Bench:
             )
         await self._get(result, deployment, "/api/models", headers)
 
-    async def _me(self, deployment: Deployment, account: sessions.Account) -> Result:
-        result = Result("me", "GET /api/auth/me", ceiling_key="ceiling")
+    async def _me(
+        self,
+        deployment: Deployment,
+        account: sessions.Account,
+        result: Result | None = None,
+    ) -> Result:
+        result = result or Result("me", "GET /api/auth/me", ceiling_key="ceiling")
         headers = {"Authorization": f"Bearer {account.access_token}"}
         return await self._get(result, deployment, "/api/auth/me", headers)
+
+    async def _me_uncached(
+        self, deployment: Deployment, account: sessions.Account
+    ) -> Result:
+        """/me through a second gateway that keeps no answers
+        (ME_CACHE_SECONDS=0): what every request costs the three services."""
+        result = Result(
+            "me-uncached", "GET /api/auth/me, nothing kept", ceiling_key="ceiling"
+        )
+        if not deployment.environment:
+            result.notes.append("not run: needs a suite this harness started")
+            return result
+        port = free_port()
+        env = {**deployment.environment, "PORT": str(port), "ME_CACHE_SECONDS": "0"}
+        gateway = await processes.start(
+            "gateway-uncached", ["gateway.main"], env, self.log_dir
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await processes.wait_until(gateway, processes.http_ok(f"{url}/healthz"))
+            children = {**deployment.children, "gateway": gateway}
+            uncached = replace(deployment, gateway_url=url, children=children)
+            return await self._me(uncached, account, result)
+        finally:
+            await gateway.stop()
 
     async def _get(
         self,

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.config import Settings
 from tests.gateway.factories import SignedInUser, assert_error, register
+from tests.services.generation.factories import GenerationRow, GenerationRows
 from tests.suite import ServedApp
 
 IMAGE = "https://cdn.example.com/ref.png"
@@ -256,9 +258,11 @@ class TestAssets:
         assert "assetUrl" in str(body["details"])
 
     async def test_saving_the_same_generation_twice_keeps_one_asset(
-        self, gateway: ServedApp, people: People
+        self, gateway: ServedApp, people: People, settings: Settings
     ) -> None:
-        generation = {"generationId": str(uuid.uuid4())}
+        rows = GenerationRows(settings)
+        generation = {"generationId": await rows.add(GenerationRow(people.owner.id))}
+        await rows.close()
         async with gateway.client() as http:
             project = await _create(http, people.owner)
             path = f"/api/projects/{project['id']}"

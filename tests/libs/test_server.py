@@ -16,6 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from libs import errors
 from libs.config import Settings
@@ -31,6 +33,7 @@ from libs.grpc.server import ServiceDefinition, ServiceServer
 from libs.grpc.status import from_rpc_error
 from libs.revocation import RevocationBatch, RevocationList
 from libs.tokens import Audience, TokenSigner
+from tests.suite import free_port
 
 SERVICE = "omnihub.test.v1.Probe"
 SECRET = "server-test-secret-" + "s" * 32
@@ -48,6 +51,8 @@ ACCESS = {
     "Remaining": Access.PUBLIC,
     "Crash": Access.PUBLIC,
     "Refuse": Access.PUBLIC,
+    "ReadDatabase": Access.PUBLIC,
+    "ReadClosingDatabase": Access.PUBLIC,
     "Count": Access.PUBLIC,
     "CrashMidStream": Access.PUBLIC,
     # "Unruled" and "UnruledStream" are served but deliberately have no rule.
@@ -94,6 +99,29 @@ class Probe:
     async def refuse(self, request: bytes, context: Context) -> bytes:
         raise errors.NotFound("No such probe.")
 
+    async def read_database(self, request: bytes, context: Context) -> bytes:
+        """A read from a database that refuses connections (nothing listens
+        on the port), as PostgreSQL does while it restarts."""
+        await _read_one(free_port())
+        return b"read"
+
+    async def read_closing_database(self, request: bytes, context: Context) -> bytes:
+        """A read from a database that closes each new connection before it
+        is open, as a server going down does."""
+
+        async def close_at_once(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await reader.read(8)  # the start of the startup message
+            writer.close()
+
+        server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+        try:
+            await _read_one(server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+        return b"read"
+
     async def count(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         for number in range(3):
             yield str(number).encode()
@@ -111,6 +139,16 @@ class Probe:
         yield b"ran"
 
 
+async def _read_one(port: int) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/omnihub"
+    engine = create_async_engine(url, connect_args={"ssl": False})
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
 def _register(probe: Any, server: grpc.aio.Server) -> None:
     unary = {
         "Public": probe.public,
@@ -122,6 +160,8 @@ def _register(probe: Any, server: grpc.aio.Server) -> None:
         "Remaining": probe.remaining,
         "Crash": probe.crash,
         "Refuse": probe.refuse,
+        "ReadDatabase": probe.read_database,
+        "ReadClosingDatabase": probe.read_closing_database,
     }
     streams = {
         "Count": probe.count,
@@ -450,6 +490,24 @@ class TestFailures:
         assert error.code() is grpc.StatusCode.INTERNAL
         assert error.details() == errors.Internal.default_message
         assert not _mentions(error, "hunter2")
+
+    async def test_a_database_refusing_connections_is_unavailable(
+        self, probe_server: Served
+    ) -> None:
+        _, channel = probe_server
+
+        error = await refused(channel, "ReadDatabase")
+
+        assert error.code() is grpc.StatusCode.UNAVAILABLE
+
+    async def test_a_database_closing_new_connections_is_unavailable(
+        self, probe_server: Served
+    ) -> None:
+        _, channel = probe_server
+
+        error = await refused(channel, "ReadClosingDatabase")
+
+        assert error.code() is grpc.StatusCode.UNAVAILABLE
 
     async def test_stream_is_served_in_order(self, probe_server: Served) -> None:
         _, channel = probe_server

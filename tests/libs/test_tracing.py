@@ -144,6 +144,8 @@ async def traced(
         update={
             "generation_address": f"127.0.0.1:{free_port()}",
             "port": free_port(),
+            # Every GET /api/auth/me here must reach auth, not a kept answer.
+            "me_cache_seconds": 0,
         }
     )
     generation: RunningService = await run_service(GenerationProcess(), own)

@@ -188,7 +188,11 @@ def _note_position(token: str) -> tuple[datetime, uuid.UUID] | None:
         parsed = uuid.UUID(raw_id)
     except ValueError:
         parsed = None
-    if not micros.isdigit() or parsed is None:
+    # ASCII digits only ("²".isdigit() holds) and a moment before the
+    # year 5000, so that neither int() nor the datetime sum can raise.
+    if not (micros.isascii() and micros.isdigit()) or len(micros) > 17:
+        parsed = None
+    if parsed is None:
         raise InvalidArgument.for_field(
             "page_token", "page_token is not one this service issued."
         )

@@ -219,7 +219,12 @@ def _token_position(fields: dict[str, object]) -> Position:
     parsed = _uuid(raw_id) if isinstance(raw_id, str) else None
     if not isinstance(rank, int | float) or not isinstance(at, int) or not parsed:
         raise _bad_token()
-    return Position(float(rank), _moment(at), parsed)
+    try:
+        return Position(float(rank), _moment(at), parsed)
+    except OverflowError:
+        # A number no token of ours carries (a rank past float, a year
+        # past 9999): tampered with.
+        raise _bad_token() from None
 
 
 def _feed_token(listing: _Listing, page: int, last: RankedPost) -> str:

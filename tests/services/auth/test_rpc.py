@@ -877,3 +877,30 @@ class TestLookupUsers:
             )
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestListRevokedSessions:
+    # Found by tests/fuzz: a Timestamp naming no instant failed with INTERNAL.
+    async def test_refuses_a_timestamp_that_names_no_instant(
+        self, auth: AuthClient
+    ) -> None:
+        request = auth_pb2.ListRevokedSessionsRequest()
+        request.revoked_after.seconds = 1_700_000_000
+        request.revoked_after.nanos = -1
+
+        error = await refusal(
+            auth.stub.ListRevokedSessions(request, metadata=auth.internal(), timeout=10)
+        )
+
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(error) == {"revoked_after": "Not a valid timestamp."}
+
+    async def test_refuses_a_year_past_9999(self, auth: AuthClient) -> None:
+        request = auth_pb2.ListRevokedSessionsRequest()
+        request.revoked_after.seconds = 253_402_300_800
+
+        error = await refusal(
+            auth.stub.ListRevokedSessions(request, metadata=auth.internal(), timeout=10)
+        )
+
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -11,6 +11,8 @@ session's gallery without seeing each other's posts.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -659,6 +661,26 @@ class TestListMyPosts:
 
         assert ids(first.posts) + ids(second.posts) == [p.id for p in reversed(mine)]
         assert second.next_page_token == ""
+
+    # Found by tests/fuzz: a number no token of ours carries failed with
+    # INTERNAL (OverflowError) instead of being refused.
+    @pytest.mark.parametrize(
+        "fields", [{"rank": 0, "at": 10**30}, {"rank": 10**400, "at": 0}]
+    )
+    async def test_a_tampered_page_token_is_refused(
+        self, api: CommunityApi, fields: dict[str, int]
+    ) -> None:
+        raw = json.dumps({**fields, "id": str(uuid.uuid4())}).encode()
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+        code, _ = await failure(
+            api.stub.ListMyPosts(
+                community_pb2.ListMyPostsRequest(page_token=token),
+                metadata=api.user(new_user()),
+            )
+        )
+
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 class TestShares:
