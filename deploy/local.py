@@ -12,6 +12,18 @@ one answers its readiness probe, the runner prints where the API docs are.
 Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a grace
 period) and the embedded PostgreSQL; a child that dies on its own stops the
 rest, and the runner exits with status 1.
+
+Operator options, all from the environment:
+    RUN_RESTART_CRASHED=1   a long-running child that dies on its own is
+        started again instead (after RESTART_BACKOFF_SECONDS, doubled while
+        it keeps dying within RESTART_QUICK_EXIT_SECONDS of its start, up to
+        RESTART_BACKOFF_MAX_SECONDS), each restart logged as process.restarting
+    RAZORPAY_SIMULATOR_PORT, FAL_SIMULATOR_PORT, OPENROUTER_SIMULATOR_PORT
+        where the simulators listen (default 3101, 3102, 3103 when free,
+        else any free port); PORT and the *_ADDRESS settings place the
+        gateway and the services, so two runs can share a machine
+    RUN_READY_TIMEOUT_SECONDS   how long every process may take to answer
+        its readiness probe (default 60) before the runner gives up
 """
 
 from __future__ import annotations
@@ -64,6 +76,9 @@ PROBE_INTERVAL_SECONDS = 0.2
 PROBE_TIMEOUT_SECONDS = 2.0
 GATEWAY_READY_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 15.0
+RESTART_BACKOFF_SECONDS = 1.0
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+RESTART_QUICK_EXIT_SECONDS = 10.0
 OUTPUT_LINE_LIMIT = 1024 * 1024
 
 # A service that is not listening yet refuses the probe's connection; without
@@ -198,7 +213,7 @@ def simulated_providers(settings: Settings) -> list[SimulatedProvider]:
             SimulatedProvider(
                 "fal",
                 "deploy.simulators.fal",
-                _free_port(FAL_SIMULATOR_PORT),
+                _simulator_port("FAL_SIMULATOR_PORT", FAL_SIMULATOR_PORT),
                 secrets.token_urlsafe(24),
             )
         )
@@ -207,7 +222,7 @@ def simulated_providers(settings: Settings) -> list[SimulatedProvider]:
             SimulatedProvider(
                 "openrouter",
                 "deploy.simulators.openrouter",
-                _free_port(OPENROUTER_SIMULATOR_PORT),
+                _simulator_port("OPENROUTER_SIMULATOR_PORT", OPENROUTER_SIMULATOR_PORT),
                 secrets.token_urlsafe(24),
             )
         )
@@ -330,8 +345,9 @@ async def terminate(children: list[Child], hurry: asyncio.Event) -> None:
 class Suite:
     """The children of the runner and the one reason it stops."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], restart_crashed: bool = False) -> None:
         self._env = env
+        self._restart_crashed = restart_crashed
         self._children: list[Child] = []
         self._watchers: list[asyncio.Task[None]] = []
         self._stop: asyncio.Future[Stopped] = asyncio.get_running_loop().create_future()
@@ -363,6 +379,11 @@ class Suite:
     async def until_stopped(self) -> None:
         raise await self._stop
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """The process id of each long-running child now, by name."""
+        return {c.program.name: c.process.pid for c in self._children}
+
     async def run_stage(self, stage: tuple[Program, ...]) -> None:
         children = [await Child.spawn(program, self._env) for program in stage]
         try:
@@ -384,14 +405,39 @@ class Suite:
             self._watchers.append(asyncio.create_task(self._watch(child)))
 
     async def _watch(self, child: Child) -> None:
-        code = await child.process.wait()
-        self._fail(f"{child.program.name} stopped unexpectedly ({exit_status(code)})")
+        backoff = RESTART_BACKOFF_SECONDS
+        while True:
+            started = asyncio.get_running_loop().time()
+            code = await child.process.wait()
+            status = exit_status(code)
+            if not self._restart_crashed or self._stop.done():
+                self._fail(f"{child.program.name} stopped unexpectedly ({status})")
+                return
+            lived = asyncio.get_running_loop().time() - started
+            if lived >= RESTART_QUICK_EXIT_SECONDS:
+                backoff = RESTART_BACKOFF_SECONDS
+            log.warning(
+                "process.restarting",
+                name=child.program.name,
+                status=status,
+                after_seconds=backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX_SECONDS)
+            await child.wait()  # drains its last output
+            child = await self._respawn(child)
+
+    async def _respawn(self, child: Child) -> Child:
+        fresh = await Child.spawn(child.program, self._env)
+        self._children[self._children.index(child)] = fresh
+        return fresh
 
     async def stop(self) -> None:
-        await terminate(self._children, self._hurry)
+        # Watchers first, so none restarts a child the stop just ended.
         for watcher in self._watchers:
             watcher.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        await terminate(self._children, self._hurry)
 
 
 async def _grpc_serving(name: str, address: str, waiting: dict[str, str]) -> None:
@@ -443,8 +489,9 @@ async def _until_ready(
 
 async def wait_until_ready(settings: Settings) -> None:
     waiting = {p.name: "not checked yet" for p in PROGRAMS if p.probe is not None}
+    timeout = ready_timeout()
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+        async with asyncio.timeout(timeout):
             for probe in Probe:
                 await asyncio.gather(
                     *(
@@ -455,9 +502,17 @@ async def wait_until_ready(settings: Settings) -> None:
                 )
     except TimeoutError:
         parts = "; ".join(f"{name} ({seen})" for name, seen in waiting.items())
-        raise SuiteFailed(
-            f"not ready after {READY_TIMEOUT_SECONDS:.0f} s: {parts}"
-        ) from None
+        raise SuiteFailed(f"not ready after {timeout:.0f} s: {parts}") from None
+
+
+def ready_timeout() -> float:
+    configured = os.environ.get("RUN_READY_TIMEOUT_SECONDS")
+    if not configured:
+        return READY_TIMEOUT_SECONDS
+    try:
+        return float(configured)
+    except ValueError:
+        raise SuiteFailed("RUN_READY_TIMEOUT_SECONDS must be a number") from None
 
 
 def print_welcome(settings: Settings, razorpay: SimulatedRazorpay | None) -> None:
@@ -502,7 +557,7 @@ async def supervise(
     providers: list[SimulatedProvider] | None = None,
 ) -> None:
     """Run the suite until a signal (returns) or a failure (raises)."""
-    suite = Suite(env)
+    suite = Suite(env, restart_crashed=restarts_crashed())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, suite.interrupt, signum)
@@ -523,6 +578,12 @@ async def supervise(
         log.info("suite.stopping")
     finally:
         await suite.stop()
+
+
+def restarts_crashed() -> bool:
+    """RUN_RESTART_CRASHED=1 (or true, yes): restart a child that dies."""
+    wanted = os.environ.get("RUN_RESTART_CRASHED", "").strip().lower()
+    return wanted in {"1", "true", "yes"}
 
 
 def development_secret() -> str:
@@ -565,14 +626,7 @@ def simulated_razorpay(settings: Settings) -> SimulatedRazorpay | None:
     if settings.razorpay_key_id or settings.is_production:
         return None
     keys = _simulator_keys()
-    configured = os.environ.get("RAZORPAY_SIMULATOR_PORT")
-    if configured:
-        try:
-            port = int(configured)
-        except ValueError:
-            raise SuiteFailed("RAZORPAY_SIMULATOR_PORT must be a port number") from None
-    else:
-        port = _free_port(RAZORPAY_SIMULATOR_PORT)
+    port = _simulator_port("RAZORPAY_SIMULATOR_PORT", RAZORPAY_SIMULATOR_PORT)
     log.warning(
         "razorpay.simulated",
         port=port,
@@ -608,6 +662,17 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)  # an existing file kept its old mode
 
 
+def _simulator_port(variable: str, preferred: int) -> int:
+    """The port `variable` names, else `preferred` if free, else any."""
+    configured = os.environ.get(variable)
+    if not configured:
+        return _free_port(preferred)
+    try:
+        return int(configured)
+    except ValueError:
+        raise SuiteFailed(f"{variable} must be a port number") from None
+
+
 def _free_port(preferred: int) -> int:
     """`preferred` if nothing listens there, else one the system picks."""
     for port in (preferred, 0):
@@ -618,7 +683,7 @@ def _free_port(preferred: int) -> int:
                 continue
             chosen: int = sock.getsockname()[1]
             return chosen
-    raise SuiteFailed("no free port for the Razorpay simulator")
+    raise SuiteFailed(f"no free port (wanted {preferred})")
 
 
 async def create_database(server_url: str, name: str) -> None:

@@ -48,7 +48,7 @@ from services.generation import repository
 from services.generation.events import Listener
 from services.generation.fal import FalClient, FalError
 from services.generation.lifecycle import JOBS_CHANNEL, Failure, Lifecycle, notify
-from services.generation.models import SCHEMA, Job
+from services.generation.models import SCHEMA, Generation, Job
 from services.generation.service import HOLDING_GRACE_SECONDS
 from services.generation.storage import LocalMediaStore, MediaStoreError
 from services.generation.telemetry import (
@@ -72,6 +72,24 @@ FIRST_POLL_SECONDS = 0.3
 
 def _seconds_until(moment: datetime) -> float:
     return (moment - datetime.now(UTC)).total_seconds()
+
+
+def _recorded_payer(generation: Generation) -> ChosenPayer:
+    """The payer the create request chose, as its generation recorded it.
+    The tags are those ResolvePayer gives every payment in a workspace: the
+    create request may have placed a hold before it died, and billing
+    refuses a key asked for again with anything different."""
+    tags = {
+        "workspace_id": str(generation.workspace_id),
+        "member_id": str(generation.user_id),
+    }
+    return ChosenPayer(
+        generation.payer_type,
+        str(generation.payer_id),
+        generation.credit_source,
+        0,
+        tags,
+    )
 
 
 class Worker:
@@ -210,12 +228,8 @@ class Worker:
             async with self._sessions.begin() as db:
                 await repository.delete_job(db, job.id)
             return 0.0
-        first = rows[0]
-        payer = ChosenPayer(
-            first.payer_type, str(first.payer_id), first.credit_source, 0, {}
-        )
         try:
-            await self._lifecycle.place_holds(job.id, payer)
+            await self._lifecycle.place_holds(job.id, _recorded_payer(rows[0]))
         except InsufficientCredits:
             log.info("worker.holding_dropped", job_id=str(job.id))
         return 0.0

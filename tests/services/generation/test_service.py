@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from omnihub.billing.v1 import billing_pb2
 from omnihub.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from omnihub.generation.v1 import generation_pb2
 
@@ -231,3 +232,73 @@ class TestHoldingRecovery:
         assert await api.balance(user) == 5 * CREDIT - 40_000
         assert len(await api.submissions(prompt)) == 1
         assert await api.unbalanced_accounts() == []
+
+    async def test_a_hold_placed_before_the_create_request_died_is_taken_over(
+        self, api: GenerationApi
+    ) -> None:
+        user = await api.new_user(credits=5)
+        workspace = str(uuid.uuid4())
+        job_id, generation_id = uuid.uuid4(), uuid.uuid4()
+        prompt = unique_prompt()
+        await _holding_job(api, job_id, generation_id, user, workspace, prompt)
+        # What the create request asked billing for before it died: the hold
+        # as ResolvePayer tags a workspace's payments.
+        await api.billing.Hold(
+            billing_pb2.HoldRequest(
+                account=billing_pb2.AccountRef(
+                    owner_type=billing_pb2.OWNER_TYPE_USER, owner_id=user
+                ),
+                amount_micros=40_000,
+                idempotency_key=f"generation:{generation_id}:hold",
+                reason="generation",
+                reference=str(generation_id),
+                tags={
+                    "workspace_id": workspace,
+                    "member_id": user,
+                    "usage_type": "image",
+                },
+            ),
+            metadata=api.service,
+        )
+
+        generation = await api.wait(user, str(generation_id))
+        await api.wait_settled(str(generation_id))
+
+        assert generation.status == "completed"
+        assert await api.balance(user) == 5 * CREDIT - 40_000
+        assert len(await api.submissions(prompt)) == 1
+        assert await api.unbalanced_accounts() == []
+
+
+async def _holding_job(
+    api: GenerationApi,
+    job_id: uuid.UUID,
+    generation_id: uuid.UUID,
+    user: str,
+    workspace: str,
+    prompt: str,
+) -> None:
+    """A job and its generation as a create request leaves them when it
+    dies before its holds are recorded."""
+    await api.sql(
+        "INSERT INTO jobs (id, user_id, kind, model_id, endpoint, payload,"
+        " state, due_at, deadline_at, created_at) VALUES (:job, :user,"
+        " 'generate', 'fal-flux-pro-v1.1', 'fal-ai/flux-pro/v1.1',"
+        " CAST(:payload AS jsonb), 'holding', now(), now() + interval '2 min',"
+        " now() - interval '1 min')",
+        job=job_id,
+        user=user,
+        payload=f'{{"prompt": "{prompt}", "num_images": 1}}',
+    )
+    await api.sql(
+        "INSERT INTO generations (id, job_id, user_id, workspace_id, type,"
+        " model_id, model_name, prompt, options, credits_micros, payer_type,"
+        " payer_id, credit_source, max_wait_seconds) VALUES (:id, :job, :user,"
+        " :workspace, 'image', 'fal-flux-pro-v1.1', 'FLUX 1.1 Pro', :prompt,"
+        " '{}', 40000, 1, :user, 'personal', 120)",
+        id=generation_id,
+        job=job_id,
+        user=user,
+        workspace=workspace,
+        prompt=prompt,
+    )
