@@ -29,12 +29,12 @@ LIFETIME = 1.5
 
 
 class TestMeAnswers:
-    def test_an_answer_is_served_until_its_lifetime_ends(self) -> None:
+    async def test_an_answer_is_served_until_its_lifetime_ends(self) -> None:
         answers = MeAnswers(lifetime=0.05)
         answers.keep("s1", "u1", b"{}", answers.writes("u1"))
 
         assert answers.get("s1") == b"{}"
-        asyncio.run(asyncio.sleep(0.06))
+        await asyncio.sleep(0.06)
         assert answers.get("s1") is None
 
     def test_a_write_drops_every_session_of_the_user(self) -> None:
