@@ -12,13 +12,20 @@ encoded, for ME_CACHE_SECONDS (2 by default; 0 keeps nothing):
   reads their own changes at once;
 - a change made elsewhere (another replica, the generation worker capturing
   credits, another workspace member) shows within the lifetime;
-- an answer in which billing or workspace could not be reached is not kept.
+- an answer in which billing or workspace could not be reached is not kept;
+- when a session's answer is missing, one request reads it and the others
+  for that session that arrive meanwhile wait for that read instead of
+  each asking the three services (a client with many connections would
+  otherwise send a burst of reads every lifetime), unless a write by the
+  user began or ended since that read started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 MAX_SESSIONS = 50_000
@@ -29,6 +36,16 @@ class KeptAnswer:
     user_id: str
     body: bytes
     expires_at: float
+
+
+# Reads the answer: its encoded body, and whether every service contributed.
+Reader = Callable[[], Awaitable[tuple[bytes, bool]]]
+
+
+@dataclass(frozen=True)
+class Reading:
+    writes: int
+    task: asyncio.Future[bytes]
 
 
 class MeAnswers:
@@ -43,6 +60,7 @@ class MeAnswers:
         # Counts the writes each user has begun or ended here: an answer
         # read while one was under way is not kept (it may predate it).
         self._writes: dict[str, int] = {}
+        self._readings: dict[str, Reading] = {}
 
     @property
     def enabled(self) -> bool:
@@ -56,6 +74,42 @@ class MeAnswers:
             self._drop(session_id)
             return None
         return kept.body
+
+    async def answer(self, session_id: str, user_id: str, read: Reader) -> bytes:
+        """The session's kept answer, or one read now (at most one read per
+        session at a time) and kept if complete."""
+        if not self.enabled:
+            body, _ = await read()
+            return body
+        kept = self.get(session_id)
+        if kept is not None:
+            return kept
+        writes = self.writes(user_id)
+        reading = self._readings.get(session_id)
+        if reading is None or reading.writes != writes:
+            reading = Reading(
+                writes,
+                asyncio.ensure_future(self._read(session_id, user_id, read, writes)),
+            )
+            self._readings[session_id] = reading
+            # Its failure is retrieved even if every caller went away.
+            reading.task.add_done_callback(_retrieve)
+        # Shielded: a caller that goes away does not end the read the others
+        # are waiting for.
+        return await asyncio.shield(reading.task)
+
+    async def _read(
+        self, session_id: str, user_id: str, read: Reader, writes: int
+    ) -> bytes:
+        try:
+            body, complete = await read()
+        finally:
+            reading = self._readings.get(session_id)
+            if reading is not None and reading.writes == writes:
+                del self._readings[session_id]
+        if complete:
+            self.keep(session_id, user_id, body, writes)
+        return body
 
     def writes(self, user_id: str) -> int:
         """Taken before reading an answer and handed to `keep`."""
@@ -92,3 +146,8 @@ class MeAnswers:
             sessions.discard(session_id)
             if not sessions:
                 del self._sessions_by_user[kept.user_id]
+
+
+def _retrieve(task: asyncio.Future[bytes]) -> None:
+    if not task.cancelled():
+        task.exception()

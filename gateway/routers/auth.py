@@ -253,14 +253,16 @@ async def fast_me(request: Request) -> Response:
     solving and serves a session's recent answer when one is kept."""
     user = principal(request, Audience.USER)
     answers: MeAnswers = request.app.state.me_answers
-    session_id = user.claims.session_id or ""
-    body = answers.get(session_id) if session_id else None
-    if body is None:
-        writes = answers.writes(user.id)
+    session_id = user.claims.session_id
+
+    async def read() -> tuple[bytes, bool]:
         answer, complete = await _me_answer(request, user)
-        body = answer.model_dump_json(by_alias=True).encode()
-        if complete and session_id:
-            answers.keep(session_id, user.id, body, writes)
+        return answer.model_dump_json(by_alias=True).encode(), complete
+
+    if session_id:
+        body = await answers.answer(session_id, user.id, read)
+    else:
+        body, _ = await read()
     return Response(body, media_type="application/json", headers=NO_STORE)
 
 

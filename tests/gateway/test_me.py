@@ -74,6 +74,117 @@ class TestMeAnswers:
         assert answers.get("s1") is None
 
 
+class Reads:
+    """A reader that counts its calls and answers when released."""
+
+    def __init__(self, body: bytes = b"{}", complete: bool = True) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.body = body
+        self.complete = complete
+
+    async def __call__(self) -> tuple[bytes, bool]:
+        self.calls += 1
+        await self.release.wait()
+        if self.body == b"fail":
+            raise RuntimeError("billing went away")
+        return self.body, self.complete
+
+
+class TestOneReadPerSession:
+    async def test_callers_arriving_during_a_read_share_it(self) -> None:
+        answers = MeAnswers(lifetime=60)
+        read = Reads(b"shared")
+
+        callers = [
+            asyncio.ensure_future(answers.answer("s1", "u1", read)) for _ in range(20)
+        ]
+        await asyncio.sleep(0)
+        read.release.set()
+
+        assert await asyncio.gather(*callers) == [b"shared"] * 20
+        assert read.calls == 1
+        assert answers.get("s1") == b"shared"
+
+    async def test_each_session_reads_on_its_own(self) -> None:
+        answers = MeAnswers(lifetime=60)
+        read = Reads()
+        read.release.set()
+
+        await asyncio.gather(
+            answers.answer("s1", "u1", read), answers.answer("s2", "u1", read)
+        )
+
+        assert read.calls == 2
+
+    async def test_a_read_begun_before_the_users_write_is_not_shared_after_it(
+        self,
+    ) -> None:
+        answers = MeAnswers(lifetime=60)
+        before, after = Reads(b"before"), Reads(b"after")
+        first = asyncio.ensure_future(answers.answer("s1", "u1", before))
+        await asyncio.sleep(0)
+
+        answers.forget_user("u1")
+        answers.forget_user("u1")
+        second = asyncio.ensure_future(answers.answer("s1", "u1", after))
+        await asyncio.sleep(0)
+        before.release.set()
+        after.release.set()
+
+        assert await first == b"before"
+        assert await second == b"after"
+        assert after.calls == 1
+        assert answers.get("s1") == b"after"
+
+    async def test_a_failed_read_fails_every_waiter_and_keeps_nothing(self) -> None:
+        answers = MeAnswers(lifetime=60)
+        read = Reads(b"fail")
+        callers = [
+            asyncio.ensure_future(answers.answer("s1", "u1", read)) for _ in range(3)
+        ]
+        await asyncio.sleep(0)
+        read.release.set()
+
+        results = await asyncio.gather(*callers, return_exceptions=True)
+
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert answers.get("s1") is None
+        read.body = b"again"
+        assert await answers.answer("s1", "u1", read) == b"again"
+        assert read.calls == 2
+
+    async def test_a_caller_going_away_does_not_end_the_shared_read(self) -> None:
+        answers = MeAnswers(lifetime=60)
+        read = Reads(b"kept")
+        leaving = asyncio.ensure_future(answers.answer("s1", "u1", read))
+        staying = asyncio.ensure_future(answers.answer("s1", "u1", read))
+        await asyncio.sleep(0)
+
+        leaving.cancel()
+        read.release.set()
+
+        assert await staying == b"kept"
+        assert answers.get("s1") == b"kept"
+
+    async def test_an_incomplete_answer_is_served_but_not_kept(self) -> None:
+        answers = MeAnswers(lifetime=60)
+        read = Reads(b"partial", complete=False)
+        read.release.set()
+
+        assert await answers.answer("s1", "u1", read) == b"partial"
+        assert answers.get("s1") is None
+
+    async def test_with_a_zero_lifetime_every_caller_reads(self) -> None:
+        answers = MeAnswers(lifetime=0)
+        read = Reads()
+        read.release.set()
+
+        await asyncio.gather(*(answers.answer("s1", "u1", read) for _ in range(3)))
+
+        assert read.calls == 3
+
+
 @pytest.fixture(scope="module")
 async def kept(settings: Settings, gateway: ServedApp) -> AsyncIterator[ServedApp]:
     """A gateway of the suite keeping answers for LIFETIME seconds."""
