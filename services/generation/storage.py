@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, ImageOps
 
+from libs.addresses import names_a_private_host
 from libs.config import Settings
 from libs.logs import get_logger
 
@@ -189,8 +190,8 @@ class LocalMediaStore:
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=DOWNLOAD_TIMEOUT,
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
+            # Followed by hand in _stream_into, each hop checked.
+            follow_redirects=False,
         )
 
     @classmethod
@@ -298,13 +299,18 @@ class LocalMediaStore:
     ) -> tuple[str, bytes, int]:
         """Write the body to `temp`; return the declared type, the first
         bytes and the size."""
-        async with self._http.stream("GET", url) as response:
+        response = await self._follow(url)
+        try:
             if response.status_code >= 400:
                 raise MediaUnavailable(
                     f"The file could not be downloaded (HTTP {response.status_code})."
                 )
             declared_length = response.headers.get("content-length", "")
-            if declared_length.isdigit() and int(declared_length) > limit:
+            if (
+                declared_length.isascii()
+                and declared_length.isdigit()
+                and int(declared_length) > limit
+            ):
                 raise _too_large(limit)
             head = b""
             size = 0
@@ -318,6 +324,29 @@ class LocalMediaStore:
                     await asyncio.to_thread(file.write, chunk)
                 await asyncio.to_thread(_flush_to_disk, file)
             return response.headers.get("content-type", ""), head, size
+        finally:
+            await response.aclose()
+
+    async def _follow(self, url: str) -> httpx.Response:
+        """The streamed response at the end of at most MAX_REDIRECTS
+        redirects. A URL on the public internet may not redirect to a private
+        or local address: that would have this service fetch, and store as a
+        user's media, something inside our network (a metadata service, an
+        admin port). A private URL (a provider simulator, a CDN inside the
+        cluster) was configured by the operator and may redirect anywhere."""
+        request = self._http.build_request("GET", url)
+        public = not names_a_private_host(request.url.host)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._http.send(request, stream=True)
+            following = response.next_request
+            if following is None:
+                return response
+            await response.aclose()
+            if public and names_a_private_host(following.url.host):
+                log.warning("media.private_redirect_refused", host=following.url.host)
+                raise MediaUnavailable("The file's URL redirects to a private address.")
+            request = following
+        raise MediaUnavailable("The file's URL redirects too often.")
 
 
 def _flush_to_disk(file: BinaryIO) -> None:

@@ -8,6 +8,9 @@ or link-local address in any spelling. Each case points at a loopback
 server that counts connections: it must be refused with a 400, never reach
 the provider's simulator, and never be connected to. Redirects are the
 fetcher's (the provider's) to follow; no OmniHub code fetches a user's URL.
+The one URL OmniHub fetches without having made it is a provider's result,
+which the worker copies: there a public URL redirecting to a private
+address is refused (tests/services/generation/test_storage.py).
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@ directory, names them by key and content type, and makes thumbnails."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from starlette.applications import Starlette
@@ -73,6 +76,10 @@ async def _redirect(request: Request) -> Response:
     return RedirectResponse(target, status_code=302)
 
 
+async def _redirect_to(request: Request) -> Response:
+    return RedirectResponse(request.query_params["url"], status_code=302)
+
+
 def _provider_app() -> Starlette:
     """A stand-in for fal's CDN."""
     files = {
@@ -89,6 +96,7 @@ def _provider_app() -> Starlette:
             *(_serving(path, body, kind) for path, (body, kind) in files.items()),
             Route("/streamed-noise.png", _streamed_noise),
             Route("/redirect/{hops:int}", _redirect),
+            Route("/redirect-to", _redirect_to),
         ]
     )
 
@@ -98,6 +106,70 @@ async def provider() -> AsyncIterator[ServedApp]:
     served = await serve_asgi(_provider_app())
     yield served
     await served.stop()
+
+
+# A name on the public internet, which the store's transport below sends to
+# the loopback provider: as if fal's CDN answered from outside.
+PUBLIC_CDN = "v3.fal.media"
+
+
+class PublicCDN(httpx.AsyncBaseTransport):
+    """Real HTTP on loopback: requests for PUBLIC_CDN go to `provider`,
+    everything else where it names."""
+
+    def __init__(self, provider: ServedApp) -> None:
+        self._provider = httpx.URL(provider.url)
+        self._http = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == PUBLIC_CDN:
+            # A copy: the client resolves redirects against the request it
+            # sent, which must keep the public name.
+            request = httpx.Request(
+                request.method,
+                request.url.copy_with(
+                    scheme=self._provider.scheme,
+                    host=self._provider.host,
+                    port=self._provider.port,
+                ),
+                headers=request.headers,
+            )
+        return await self._http.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+@dataclass
+class Listener:
+    """A loopback TCP port that counts the connections made to it."""
+
+    port: int = 0
+    connections: int = 0
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    found = Listener()
+
+    async def counted(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        found.connections += 1
+        writer.close()
+
+    server = await asyncio.start_server(counted, "127.0.0.1", 0)
+    found.port = server.sockets[0].getsockname()[1]
+    yield found
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def public_store(
+    tmp_path: Path, provider: ServedApp
+) -> AsyncIterator[LocalMediaStore]:
+    media = LocalMediaStore(tmp_path / "media", BASE_URL, transport=PublicCDN(provider))
+    yield media
+    await media.close()
 
 
 @pytest.fixture
@@ -301,6 +373,49 @@ class TestCopyFrom:
             await store.copy_from(
                 f"{provider.url}/redirect/{MAX_REDIRECTS}", "generations/g/0"
             )
+
+    async def test_a_public_url_is_followed_to_a_public_one(
+        self, public_store: LocalMediaStore
+    ) -> None:
+        stored = await public_store.copy_from(
+            f"https://{PUBLIC_CDN}/redirect/1", "generations/g/0"
+        )
+
+        assert stored_path(public_store, stored.url).read_bytes() == PHOTO
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "http://127.0.0.1:{port}/latest/meta-data",
+            "http://localhost:{port}/",
+            "http://[::ffff:127.0.0.1]:{port}/",
+            "http://2130706433:{port}/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1/",
+        ],
+    )
+    async def test_a_public_url_redirecting_to_a_private_address_is_refused(
+        self, public_store: LocalMediaStore, listener: Listener, target: str
+    ) -> None:
+        private = target.format(port=listener.port)
+
+        with pytest.raises(MediaUnavailable, match="private address"):
+            await public_store.copy_from(
+                f"https://{PUBLIC_CDN}/redirect-to?url={private}", "generations/g/0"
+            )
+
+        assert listener.connections == 0
+        assert list(files_under(public_store.root)) == []
+
+    async def test_a_private_url_may_redirect_to_a_private_one(
+        self, store: LocalMediaStore, provider: ServedApp
+    ) -> None:
+        stored = await store.copy_from(
+            f"{provider.url}/redirect-to?url={provider.url}/photo.png",
+            "generations/g/0",
+        )
+
+        assert stored_path(store, stored.url).read_bytes() == PHOTO
 
     async def test_a_url_that_is_not_http_is_refused(
         self, store: LocalMediaStore
