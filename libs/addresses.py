@@ -7,10 +7,15 @@ cloud's metadata service or anything else private, in any spelling.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A host name's addresses, as text; [] or OSError when it has none.
+Resolver = Callable[[str], Awaitable[list[str]]]
+RESOLVE_TIMEOUT_SECONDS = 5.0
 
 
 def is_local_name(host: str) -> bool:
@@ -55,3 +60,32 @@ def names_a_private_host(host: str) -> bool:
         return True
     address = literal_address(host.strip("[]"))
     return address is not None and not is_public_address(address)
+
+
+async def resolves_publicly(host: str, resolve: Resolver | None = None) -> bool | None:
+    """Whether every address a host name resolves to is public; None when it
+    resolves to nothing (or not within RESOLVE_TIMEOUT_SECONDS). A name can
+    point anywhere, so a URL that passed `names_a_private_host` is checked
+    again here before a provider is told to fetch it."""
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            addresses = await (resolve or resolve_with_system)(host)
+    except (OSError, TimeoutError):
+        addresses = []
+    if not addresses:
+        return None
+    return all(_is_public_text(address) for address in addresses)
+
+
+async def resolve_with_system(host: str) -> list[str]:
+    loop = asyncio.get_running_loop()
+    found = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(sockaddr[0]) for *_, sockaddr in found]
+
+
+def _is_public_text(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    return is_public_address(parsed)

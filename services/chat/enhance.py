@@ -25,6 +25,7 @@ from services.chat.prompts import (
     check_images,
     enhance_request,
     enhance_tokens,
+    refuse_private_image_hosts,
 )
 from services.chat.replies import provider_failure
 
@@ -85,6 +86,7 @@ class PromptEnhancer:
                 "(OPENROUTER_API_KEY)."
             )
         images = check_images(image_urls)
+        await refuse_private_image_hosts(images)
         turns = enhance_request(variation_type, prompt, images)
         model = await self._catalog.chat_model(ENHANCE_MODEL_ID)
         input_tokens = sum(turn.tokens(model.vision) for turn in turns)

@@ -10,6 +10,7 @@ image. After the reply the provider's own counts replace the estimate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from libs.addresses import names_a_private_host
+from libs.addresses import Resolver, names_a_private_host, resolves_publicly
 from libs.errors import InvalidArgument
 
 BYTES_PER_TOKEN = 3
@@ -113,6 +114,31 @@ def check_images(urls: Sequence[str], field: str = "image_urls") -> tuple[str, .
         if problem:
             raise InvalidArgument.for_field(f"{field}.{index}", problem)
     return tuple(urls)
+
+
+async def refuse_private_image_hosts(
+    urls: Sequence[str], field: str = "image_urls", resolve: Resolver | None = None
+) -> None:
+    """Refuse image addresses whose host name resolves to a private address
+    or to nothing (check_images has refused private literals already)."""
+    hosts = {
+        index: urlsplit(url).hostname or ""
+        for index, url in enumerate(urls)
+        if not url.startswith("data:")
+    }
+    found = await asyncio.gather(
+        *(resolves_publicly(host, resolve) for host in hosts.values())
+    )
+    for index, public in zip(hosts, found, strict=True):
+        if public is None:
+            raise InvalidArgument.for_field(
+                f"{field}.{index}", "An image address names a host that was not found."
+            )
+        if not public:
+            raise InvalidArgument.for_field(
+                f"{field}.{index}",
+                "An image address must be public, not a private or local one.",
+            )
 
 
 def _image_problem(url: str) -> str | None:

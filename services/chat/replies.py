@@ -78,6 +78,7 @@ from services.chat.prompts import (
     clean_title,
     fallback_title,
     history_budget,
+    refuse_private_image_hosts,
     title_request,
 )
 from services.chat.repository import SHOWN_STATUSES
@@ -232,6 +233,7 @@ class Replies:
             )
         images = check_images(message.image_urls)
         content = check_content(message.content, bool(images))
+        await refuse_private_image_hosts(images)
         plan = await self._plan(message, Turn("user", content, images))
         opening = asyncio.ensure_future(self._open(plan))
         try:

@@ -14,8 +14,7 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
 from urllib.parse import SplitResult, urlsplit
@@ -24,9 +23,11 @@ from PIL import Image
 
 from libs.addresses import (
     IPAddress,
+    Resolver,
     is_local_name,
     is_public_address,
     literal_address,
+    resolves_publicly,
 )
 from libs.errors import FieldViolation, InvalidArgument
 from services.generation.storage import MediaStore, sniff_media_type
@@ -34,7 +35,6 @@ from services.generation.storage import MediaStore, sniff_media_type
 MAX_INPUT_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_INPUT_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_URL_LENGTH = 2048
-RESOLVE_TIMEOUT_SECONDS = 5.0
 FIELD = "inputImages"
 
 _FORMATS = {
@@ -45,8 +45,6 @@ _FORMATS = {
 }
 # The largest base64 text that can decode to MAX_INPUT_IMAGE_BYTES.
 _MAX_BASE64_LENGTH = (MAX_INPUT_IMAGE_BYTES + 2) // 3 * 4
-
-Resolver = Callable[[str], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
@@ -90,9 +88,8 @@ async def refuse_private_hosts(
     """Refuse URLs whose host name resolves to a non-public address (a name
     can point anywhere, so the literal check in parse_input_images is not
     enough)."""
-    resolve = resolver or _resolve_with_system
     checks = [
-        _check_resolved_host(index, image.provider_url, resolve)
+        _check_resolved_host(index, image.provider_url, resolver)
         for index, image in enumerate(images)
         if image.inline is None
     ]
@@ -217,37 +214,18 @@ def _check_image_bytes(data: bytes, content_type: str) -> None:
 
 
 async def _check_resolved_host(
-    index: int, url: str, resolve: Resolver
+    index: int, url: str, resolve: Resolver | None
 ) -> FieldViolation | None:
-    host = urlsplit(url).hostname or ""
+    public = await resolves_publicly(urlsplit(url).hostname or "", resolve)
     field = f"{FIELD}[{index}]"
-    try:
-        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-            addresses = await resolve(host)
-    except (OSError, TimeoutError):
-        addresses = []
-    if not addresses:
+    if public is None:
         return FieldViolation(
             field, f"Reference image {index + 1} has a host name that was not found."
         )
-    if not all(_is_public_text(address) for address in addresses):
+    if not public:
         return FieldViolation(
             field,
             f"Reference image {index + 1} points to a private or local address; "
             "use a public URL.",
         )
     return None
-
-
-def _is_public_text(address: str) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    return is_public_address(parsed)
-
-
-async def _resolve_with_system(host: str) -> list[str]:
-    loop = asyncio.get_running_loop()
-    found = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return [str(sockaddr[0]) for *_, sockaddr in found]

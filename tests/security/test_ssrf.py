@@ -226,6 +226,33 @@ class TestChatImages:
         assert await llm_simulator.requests(marker) == []
         assert recorder.hits == 0
 
+    async def test_a_name_resolving_to_a_private_address_is_refused(
+        self,
+        http: httpx.AsyncClient,
+        user: SignedInUser,
+        recorder: Recorder,
+        llm_simulator: LocalLLM,
+    ) -> None:
+        marker = llm_simulator.marker()
+        path = f"/api/chat/conversations/{await _conversation(http, user)}/messages"
+        url = f"http://{_private_name()}:{recorder.port}/image.png"
+
+        response = await http.post(
+            path,
+            json={"content": f"what is this? {marker}", "imageUrls": [url]},
+            headers={**user.auth, "Accept": "application/json"},
+        )
+        enhanced = await http.post(
+            "/api/enhance-prompt",
+            json={"prompt": f"a cat {marker}", "imageUrls": [url]},
+            headers=user.auth,
+        )
+
+        assert "must be public" in assert_error(response, 400)["message"]
+        assert "must be public" in assert_error(enhanced, 400)["message"]
+        assert await llm_simulator.requests(marker) == []
+        assert recorder.hits == 0
+
     async def test_prompt_enhancement_refuses_private_images(
         self,
         http: httpx.AsyncClient,

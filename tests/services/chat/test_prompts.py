@@ -4,6 +4,7 @@ and the titles made from a conversation's first message."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,6 +23,7 @@ from services.chat.prompts import (
     estimate_tokens,
     fallback_title,
     history_budget,
+    refuse_private_image_hosts,
     variation,
 )
 
@@ -89,6 +91,58 @@ class TestCheckImages:
         with pytest.raises(InvalidArgument) as error:
             check_images([f"data:image/jpeg;base64,{payload}"])
         assert "MB" in error.value.message
+
+
+def resolving(table: dict[str, list[str]]) -> Callable[[str], Awaitable[list[str]]]:
+    async def resolve(host: str) -> list[str]:
+        return table.get(host, [])
+
+    return resolve
+
+
+class TestImageHosts:
+    async def test_names_resolving_publicly_pass_and_data_urls_are_not_resolved(
+        self,
+    ) -> None:
+        asked: list[str] = []
+
+        async def resolve(host: str) -> list[str]:
+            asked.append(host)
+            return ["93.184.215.14"]
+
+        await refuse_private_image_hosts(
+            ["https://cdn.example/cat.png", PNG], resolve=resolve
+        )
+
+        assert asked == ["cdn.example"]
+
+    @pytest.mark.parametrize(
+        "addresses",
+        [["10.0.0.7"], ["93.184.215.14", "127.0.0.1"], ["::ffff:169.254.169.254"]],
+    )
+    async def test_a_name_resolving_to_any_private_address_is_refused_by_position(
+        self, addresses: list[str]
+    ) -> None:
+        resolve = resolving(
+            {"good.example": ["93.184.215.14"], "bad.example": addresses}
+        )
+
+        with pytest.raises(InvalidArgument) as error:
+            await refuse_private_image_hosts(
+                ["https://good.example/a.png", "https://bad.example/b.png"],
+                resolve=resolve,
+            )
+
+        assert _field(error) == "image_urls.1"
+        assert "must be public" in error.value.message
+
+    async def test_a_name_that_resolves_to_nothing_is_refused(self) -> None:
+        with pytest.raises(InvalidArgument) as error:
+            await refuse_private_image_hosts(
+                ["https://nowhere.example/a.png"], resolve=resolving({})
+            )
+
+        assert "not found" in error.value.message
 
 
 class TestAssemble:
