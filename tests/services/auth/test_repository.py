@@ -102,15 +102,17 @@ class TestTakeRateToken:
     async def test_one_event_is_let_through_per_interval_after_the_burst(
         self, sessions: Sessions
     ) -> None:
+        # Intervals of seconds, not tenths: each step below has at least
+        # 1.8 s to run in, so a busy machine cannot refill a token early.
         key = unique_key()
-        await take(sessions, key, 0.3, 0.6)
-        await take(sessions, key, 0.3, 0.6)
-        assert await take(sessions, key, 0.3, 0.6) is not None
+        await take(sessions, key, 2, 4)
+        await take(sessions, key, 2, 4)
+        assert await take(sessions, key, 2, 4) is not None
 
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(2.2)
 
-        assert await take(sessions, key, 0.3, 0.6) is None
-        assert await take(sessions, key, 0.3, 0.6) is not None
+        assert await take(sessions, key, 2, 4) is None
+        assert await take(sessions, key, 2, 4) is not None
 
     async def test_keys_are_limited_separately(self, sessions: Sessions) -> None:
         busy, other = unique_key(), unique_key()
