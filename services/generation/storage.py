@@ -190,7 +190,7 @@ class LocalMediaStore:
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=DOWNLOAD_TIMEOUT,
-            # Followed by hand in _stream_into, each hop checked.
+            # Followed by hand in _follow, each hop checked.
             follow_redirects=False,
         )
 
