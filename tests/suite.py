@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,32 @@ async def serve_asgi(app: Any, port: int | None = None) -> ServedApp:
             raise RuntimeError("uvicorn stopped before it started")
         await asyncio.sleep(0.01)
     return ServedApp(server, task, f"http://127.0.0.1:{port}")
+
+
+@dataclass
+class Recorder:
+    """A loopback TCP port that counts every connection made to it: a
+    place no request may reach."""
+
+    port: int = 0
+    hits: int = 0
+
+
+@asynccontextmanager
+async def recording_port() -> AsyncIterator[Recorder]:
+    found = Recorder()
+
+    async def counted(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        found.hits += 1
+        writer.close()
+
+    server = await asyncio.start_server(counted, "127.0.0.1", 0)
+    found.port = server.sockets[0].getsockname()[1]
+    try:
+        yield found
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def run_gateway(settings: Settings, port: int | None = None) -> ServedApp:

@@ -15,11 +15,9 @@ address is refused (tests/services/generation/test_storage.py).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -28,7 +26,7 @@ import pytest
 from services.chat.main import ChatProcess
 from tests.fixtures.chat import LocalLLM
 from tests.gateway.factories import SignedInUser, assert_error, register
-from tests.suite import ServedApp
+from tests.suite import Recorder, ServedApp, recording_port
 
 # Takes an optional reference image.
 REFERENCE_MODEL = "fal-flux-2"
@@ -60,27 +58,10 @@ PRIVATE_HOSTS = [
 ]
 
 
-@dataclass
-class Recorder:
-    """A loopback TCP server that counts every connection made to it."""
-
-    port: int
-    hits: int = 0
-
-
 @pytest.fixture(scope="module")
 async def recorder() -> AsyncIterator[Recorder]:
-    found = Recorder(port=0)
-
-    async def counted(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        found.hits += 1
-        writer.close()
-
-    server = await asyncio.start_server(counted, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    yield found
-    server.close()
-    await server.wait_closed()
+    async with recording_port() as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +181,28 @@ async def _conversation(http: httpx.AsyncClient, user: SignedInUser) -> str:
     return str(response.json()["id"])
 
 
+async def _ask_with_image(
+    http: httpx.AsyncClient, user: SignedInUser, marker: str, url: str
+) -> httpx.Response:
+    """A chat message showing `url` in a new conversation."""
+    path = f"/api/chat/conversations/{await _conversation(http, user)}/messages"
+    return await http.post(
+        path,
+        json={"content": f"what is this? {marker}", "imageUrls": [url]},
+        headers={**user.auth, "Accept": "application/json"},
+    )
+
+
+async def _enhance_with_image(
+    http: httpx.AsyncClient, user: SignedInUser, marker: str, url: str
+) -> httpx.Response:
+    return await http.post(
+        "/api/enhance-prompt",
+        json={"prompt": f"a cat {marker}", "imageUrls": [url]},
+        headers=user.auth,
+    )
+
+
 class TestChatImages:
     async def test_every_private_spelling_is_refused_and_never_reaches_the_llm(
         self,
@@ -209,14 +212,8 @@ class TestChatImages:
         llm_simulator: LocalLLM,
     ) -> None:
         marker = llm_simulator.marker()
-        path = f"/api/chat/conversations/{await _conversation(http, user)}/messages"
-        headers = {**user.auth, "Accept": "application/json"}
         responses = {
-            url: await http.post(
-                path,
-                json={"content": f"what is this? {marker}", "imageUrls": [url]},
-                headers=headers,
-            )
+            url: await _ask_with_image(http, user, marker, url)
             for url in _urls(recorder)
         }
 
@@ -234,19 +231,10 @@ class TestChatImages:
         llm_simulator: LocalLLM,
     ) -> None:
         marker = llm_simulator.marker()
-        path = f"/api/chat/conversations/{await _conversation(http, user)}/messages"
         url = f"http://{_private_name()}:{recorder.port}/image.png"
 
-        response = await http.post(
-            path,
-            json={"content": f"what is this? {marker}", "imageUrls": [url]},
-            headers={**user.auth, "Accept": "application/json"},
-        )
-        enhanced = await http.post(
-            "/api/enhance-prompt",
-            json={"prompt": f"a cat {marker}", "imageUrls": [url]},
-            headers=user.auth,
-        )
+        response = await _ask_with_image(http, user, marker, url)
+        enhanced = await _enhance_with_image(http, user, marker, url)
 
         assert "must be public" in assert_error(response, 400)["message"]
         assert "must be public" in assert_error(enhanced, 400)["message"]
@@ -262,11 +250,7 @@ class TestChatImages:
     ) -> None:
         marker = llm_simulator.marker()
         responses = [
-            await http.post(
-                "/api/enhance-prompt",
-                json={"prompt": f"a cat {marker}", "imageUrls": [url]},
-                headers=user.auth,
-            )
+            await _enhance_with_image(http, user, marker, url)
             for url in _urls(recorder)
         ]
 

@@ -3,10 +3,8 @@ directory, names them by key and content type, and makes thumbnails."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from services.generation.storage import (
     MediaUnavailable,
     UnsupportedMediaType,
 )
-from tests.suite import ServedApp, free_port, serve_asgi
+from tests.suite import Recorder, ServedApp, free_port, recording_port, serve_asgi
 
 BASE_URL = "https://cdn.omnihub.test/media"
 SMALL_LIMIT = 4096
@@ -140,27 +138,10 @@ class PublicCDN(httpx.AsyncBaseTransport):
         await self._http.aclose()
 
 
-@dataclass
-class Listener:
-    """A loopback TCP port that counts the connections made to it."""
-
-    port: int = 0
-    connections: int = 0
-
-
 @pytest.fixture
-async def listener() -> AsyncIterator[Listener]:
-    found = Listener()
-
-    async def counted(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        found.connections += 1
-        writer.close()
-
-    server = await asyncio.start_server(counted, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    yield found
-    server.close()
-    await server.wait_closed()
+async def listener() -> AsyncIterator[Recorder]:
+    async with recording_port() as found:
+        yield found
 
 
 @pytest.fixture
@@ -395,7 +376,7 @@ class TestCopyFrom:
         ],
     )
     async def test_a_public_url_redirecting_to_a_private_address_is_refused(
-        self, public_store: LocalMediaStore, listener: Listener, target: str
+        self, public_store: LocalMediaStore, listener: Recorder, target: str
     ) -> None:
         private = target.format(port=listener.port)
 
@@ -404,7 +385,7 @@ class TestCopyFrom:
                 f"https://{PUBLIC_CDN}/redirect-to?url={private}", "generations/g/0"
             )
 
-        assert listener.connections == 0
+        assert listener.hits == 0
         assert list(files_under(public_store.root)) == []
 
     async def test_a_private_url_may_redirect_to_a_private_one(
